@@ -1,0 +1,3 @@
+from edge_export.cli import main
+
+main()

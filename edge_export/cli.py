@@ -1,0 +1,206 @@
+"""The ``edge-export`` command line.
+
+Only click and our own light modules are imported at start: torch and the
+toolchains load inside the commands that need them, so ``--help`` and argument
+errors stay instant. Exceptions become exit codes in exactly one place, ``main``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_export import __version__
+from edge_export.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TOOLCHAIN,
+    EXIT_USAGE,
+    EdgeExportError,
+)
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  every package passed its gates (ios on Linux may report parity not-run)
+  1  a parity or accuracy gate failed (the package is kept under OUT/.failed/)
+  2  usage error or bad input (model spec, inputs, recipe, data, package)
+  3  the toolchain failed to export or lower (--debug shows the traceback)
+  130 interrupted (Ctrl-C)"""
+
+
+class DefaultExportGroup(click.Group):
+    """``edge-export --model ... --target ...`` runs the ``export`` command; the other
+    verbs (recipes, verify, bundle, release, ...) are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h",
+                                                                     "--version"):
+            args = ["export", *args]
+        return super().parse_args(ctx, args)
+
+    def main(self, args: list[str] | None = None, prog_name: str | None = None,
+             **extra: Any) -> None:
+        """Map every failure to its documented exit code and a one-line message."""
+        argv = list(sys.argv[1:] if args is None else args)
+        as_json, debug = "--json" in argv, "--debug" in argv
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args=argv, prog_name=prog_name or "edge-export",
+                                standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.ClickException as exc:
+            _fail(EXIT_USAGE, exc.format_message(), as_json)
+        except (click.Abort, KeyboardInterrupt):
+            _fail(EXIT_INTERRUPTED, "interrupted", as_json)
+        except EdgeExportError as exc:
+            if debug:
+                raise
+            _fail(exc.exit_code, exc.one_line(), as_json)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, traceback on --debug
+            if debug:
+                raise
+            from edge_export.errors import summarize_exception
+
+            _fail(EXIT_TOOLCHAIN, f"unexpected error: {summarize_exception(exc)} "
+                  "(run with --debug for the traceback)", as_json)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("edge-export", "--model SPEC --target android|ios|tflite|all "
+                              "[OPTIONS]\n       edge-export COMMAND [ARGS]...")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.commands["export"].format_options(ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+
+@click.group(cls=DefaultExportGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                       "max_content_width": 100},
+             epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, "--version", prog_name="edge-export")
+def cli() -> None:
+    """Export a PyTorch model to verified on-device model packages: android (ExecuTorch
+    .pte, XNNPACK), ios (Core ML .mlpackage) and tflite (LiteRT .tflite).
+
+    Each package is run on its own runtime and compared with PyTorch (parity); a
+    failed gate publishes nothing. Model specs that name Python code
+    (file.py:attr, package.module:attr) run that code, like ``python -m``.
+    """
+
+
+@cli.command("export", epilog=EXIT_CODES_HELP)
+@click.option("--model", "model", required=True, metavar="SPEC",
+              help="file.py:attr, package.module:attr, or a torch.export .pt2 file "
+                   "(a pickled .pt module only with --trust-pickle).")
+@click.option("--target", "targets", multiple=True, required=True, metavar="TARGET",
+              help="android, ios, tflite or all; repeat for several.")
+@click.option("--recipe", "recipes", multiple=True, default=("fp32",), show_default=True,
+              metavar="NAME|FILE.toml", help="Quantization recipe (see `edge-export recipes`); "
+              "repeat to build several variants.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
+              help="Output directory.")
+@click.option("--name", help="Package name (default: from the model source).")
+@click.option("--version", "pkg_version", default="0.1.0", show_default=True,
+              help="Package version.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224[:dtype]",
+              help="Example input, when the model source provides none (repeatable).")
+@click.option("--trust-pickle", is_flag=True, help="Allow a pickled .pt module (runs its code).")
+@click.option("--validation-data", type=click.Path(path_type=Path), metavar="FILE.npz",
+              help="Real inputs for parity (default: seeded random inputs).")
+@click.option("--parity-samples", type=click.IntRange(1, 10_000), default=8, show_default=True,
+              help="Parity samples besides the example inputs.")
+@click.option("--calibration-data", type=click.Path(path_type=Path), metavar="FILE|DIR",
+              help="Calibration samples: .npz, .pt, or a folder of images.")
+@click.option("--calibration-samples", type=click.IntRange(1, 100_000),
+              help="Use the first N calibration samples (default: the recipe's).")
+@click.option("--eval-data", type=click.Path(path_type=Path), metavar="FILE.npz",
+              help="Inputs plus 'labels': report accuracy of float vs each artifact.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0), metavar="POINTS",
+              help="Accuracy gate (default: the recipe's, 1.0 for 8-bit, 3.0 for 4-bit).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=os.cpu_count() or 1,
+              show_default="number of cores", help="Targets built in parallel worker processes.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object on stdout; logs go to stderr.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], out: Path,
+               name: str | None, pkg_version: str, inputs: tuple[str, ...], trust_pickle: bool,
+               validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
+               calibration_samples: int | None, eval_data: Path | None,
+               max_accuracy_drop: float | None, jobs: int, as_json: bool, debug: bool) -> None:
+    """Export MODEL to each --target with each --recipe, verify, and package."""
+    from edge_export.tensors import parse_input_spec
+
+    specs = tuple(parse_input_spec(s) for s in inputs)
+    with _stdout_for_json(as_json) as emit:
+        from edge_export.pipeline import ExportOptions, resolve_recipes, resolve_targets, run_export
+
+        resolve_recipes(resolve_targets(targets), recipes)  # usage errors before heavy imports
+        opts = ExportOptions(
+            model=model, targets=targets, recipes=recipes, out=out, name=name,
+            version=pkg_version, inputs=specs, trust_pickle=trust_pickle,
+            validation_data=validation_data, parity_samples=parity_samples,
+            calibration_data=calibration_data, calibration_samples=calibration_samples,
+            eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug)
+        report = run_export(opts)
+        from edge_export.summary import print_summary, report_json
+
+        if as_json:
+            emit(report_json(report))
+        else:
+            print_summary(report, out)
+    raise SystemExit(report.exit_code)
+
+
+@cli.command("recipes")
+@click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
+def recipes_cmd(as_json: bool) -> None:
+    """Show which recipe each target supports, and how (or why not)."""
+    from edge_export.summary import print_recipe_matrix, recipe_matrix
+
+    matrix = recipe_matrix()
+    if as_json:
+        click.echo(json.dumps(matrix, indent=2, sort_keys=True))
+    else:
+        print_recipe_matrix(matrix)
+
+
+@contextlib.contextmanager
+def _stdout_for_json(as_json: bool) -> Iterator[Any]:
+    """With --json, everything but the final object goes to stderr — including what
+    toolchains print from C or Python — so stdout parses as exactly one JSON object."""
+    if not as_json:
+        yield lambda obj: None
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        yield lambda obj: os.write(saved, (json.dumps(obj, indent=2, sort_keys=True) + "\n")
+                                   .encode())
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = real_stdout
+
+
+def main() -> None:
+    cli.main()
+
+
+def _fail(code: int, message: str, as_json: bool) -> None:
+    message = " ".join(message.split())
+    click.echo(f"error: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"ok": False, "error": {"code": code, "message": message},
+                               "packages": []}))
+    raise SystemExit(code)

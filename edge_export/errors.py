@@ -1,0 +1,69 @@
+"""The project's exceptions, each mapped to the exit code the CLI documents.
+
+Every failure a user can cause or meet ends as one of these, so the CLI turns it
+into a one-line message and an exit code in exactly one place (``cli.main``).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TOOLCHAIN = 3
+EXIT_INTERRUPTED = 130
+
+
+class EdgeExportError(Exception):
+    """Base class: a message for the user plus an optional hint on what to do."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split())
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class UsageError(EdgeExportError):
+    """Bad flags, bad model spec, bad data files, bad recipes: exit 2."""
+
+
+class UnsafeInputError(UsageError):
+    """A file we refuse to read because reading it could run code or escape a directory."""
+
+
+class PackageError(UsageError):
+    """A model package that is malformed (manifest, schema, layout)."""
+
+
+class ToolchainError(EdgeExportError):
+    """torch.export or a target toolchain failed to export/lower the model: exit 3."""
+
+    exit_code = EXIT_TOOLCHAIN
+
+
+class GateFailed(EdgeExportError):
+    """A parity or accuracy gate failed, or a package does not verify: exit 1."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
+class Interrupted(EdgeExportError):
+    """Ctrl-C: workers stopped and temporaries removed: exit 130."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+def summarize_exception(exc: BaseException, limit: int = 240) -> str:
+    """The root cause of a toolchain exception in one line (no traceback)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    lines = [ln.strip() for ln in str(root).strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    text = f"{type(root).__name__}: {text}" if text else type(root).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

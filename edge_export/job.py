@@ -1,0 +1,303 @@
+"""One (target, recipe) job: quantize → lower → verify → package.
+
+A job is a pure function of serialisable inputs (the workspace files written by the
+export stage plus this dataclass), so it runs the same in-process, in a worker
+process or on a Ray cluster, and returns a JobResult instead of raising.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_export import __version__
+from edge_export.capture import toolchain_output
+from edge_export.errors import EdgeExportError, ToolchainError, summarize_exception
+from edge_export.exporter import BuildContext, RuntimeUnavailable, get_exporter
+from edge_export.package import SCHEMA_VERSION, write_golden, write_manifest
+from edge_export.parity import ParityResult, gate
+from edge_export.recipe import Recipe, Thresholds
+from edge_export.tensors import TensorSpec
+
+# Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
+# recipe does not set one: tight, because both sides compute the same quantized graph.
+DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
+LATENCY_RUNS = 20
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    spec: str
+    name: str
+    version: str
+    inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+    labels: tuple[str, ...] | None
+    preprocessing: dict[str, Any]
+    weights_sha256: str
+    trust_pickle: bool = False
+    input_overrides: tuple[TensorSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    target: str
+    recipe: Recipe
+    model: ModelInfo
+    workspace: Path  # program.pt2, weights.pt, parity.npz, calibration.npz, eval.npz
+    staging: Path  # this job builds its package here
+    parity_inputs_from: str  # "validation-data" | "random"
+    max_accuracy_drop: float | None = None
+    debug: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.target, self.recipe.name)
+
+
+@dataclass
+class JobResult:
+    target: str
+    recipe: str
+    status: str  # passed | failed | not-run | error
+    staged: Path | None = None
+    manifest: dict[str, Any] | None = None
+    parity: dict[str, Any] = field(default_factory=dict)
+    error_code: int = 0
+    error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+Report = Callable[[tuple[str, str], str], None]
+
+
+def run_job(job: Job, report: Report | None = None) -> JobResult:
+    report = report or (lambda key, stage: None)
+    timings: dict[str, float] = {}
+    result = JobResult(job.target, job.recipe.name, "error", timings=timings)
+    stage_name = "quantize"
+    try:
+        exporter = get_exporter(job.target)
+        staging = job.staging
+        staging.mkdir(parents=True)
+        artifact = staging / exporter.artifact_name
+
+        def stage(name: str) -> None:
+            nonlocal stage_name
+            stage_name = name
+            report(job.key, name)
+            timings[name] = time.monotonic()
+
+        log = staging.parent / f"{staging.name}.log"
+        with toolchain_output(log, enabled=not job.debug):
+            stage("quantize")
+            import torch
+
+            program = torch.export.load(str(job.workspace / "program.pt2"))
+            ctx = _context(job)
+            prepared = exporter.quantize(program, job.recipe, ctx)
+            prepared.example_inputs = ctx.example_inputs
+            stage("lower")
+            exporter.lower(prepared, job.recipe, artifact)
+            stage("verify")
+            parity, latency, accuracy = _verify(job, exporter, artifact, prepared)
+        stage("package")
+        manifest = _package(job, exporter, staging, parity, latency, accuracy)
+        _close_timings(timings)
+        result.status = parity["status"]
+        if accuracy and accuracy["status"] == "failed":
+            result.status = "failed"
+        result.staged, result.manifest, result.parity = staging, manifest, parity
+        return result
+    except EdgeExportError as exc:
+        result.error_code, result.error = exc.exit_code, exc.one_line()
+    except Exception as exc:  # noqa: BLE001 - any toolchain failure becomes exit 3
+        error = ToolchainError(f"{stage_name} failed: {summarize_exception(exc)}",
+                               hint="run with --debug for the full traceback")
+        result.error_code, result.error = error.exit_code, error.one_line()
+        if job.debug:
+            result.error += "\n" + traceback.format_exc()
+    _close_timings(timings)
+    return result
+
+
+def _close_timings(timings: dict[str, float]) -> None:
+    stamps = sorted(timings.items(), key=lambda kv: kv[1])
+    now = time.monotonic()
+    for (name, start), nxt in zip(stamps, [*(s for _, s in stamps[1:]), now], strict=True):
+        timings[name] = round(nxt - start, 3)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _columns(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[tuple[np.ndarray, ...]]:
+    if not arrays:
+        return []
+    cols = [arrays[f"{prefix}{i}"] for i in range(count)]
+    return [tuple(c[s] for c in cols) for s in range(len(cols[0]))]
+
+
+def _context(job: Job) -> BuildContext:
+    import torch
+
+    n_in = len(job.model.inputs)
+    calib = _columns(_load_npz(job.workspace / "calibration.npz"), "in_", n_in)
+    limit = job.recipe.calibration_samples
+    parity = _load_npz(job.workspace / "parity.npz")
+    examples = tuple(torch.from_numpy(parity[f"in_{i}"][0].copy()) for i in range(n_in))
+
+    def reload_module() -> torch.nn.Module:
+        from edge_export.loading import load_model
+
+        loaded = load_model(job.model.spec, input_specs=list(job.model.input_overrides),
+                            trust_pickle=job.model.trust_pickle)
+        state = torch.load(str(job.workspace / "weights.pt"), weights_only=True, mmap=True)
+        loaded.module.load_state_dict(state)
+        return loaded.module.eval()
+
+    return BuildContext(
+        calibration=[tuple(torch.from_numpy(a.copy()) for a in s) for s in calib[:limit]],
+        reload_module=reload_module,
+        example_inputs=examples,
+        input_names=[s.name for s in job.model.inputs],
+        output_names=list(job.model.output_names),
+    )
+
+
+def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
+    n_in, n_out = len(job.model.inputs), len(job.model.output_names)
+    arrays = _load_npz(job.workspace / "parity.npz")
+    inputs = _columns(arrays, "in_", n_in)
+    reference = [list(s) for s in _columns(arrays, "out_", n_out)]
+    try:
+        runtime, run = exporter.load_runtime(artifact)
+    except RuntimeUnavailable as exc:
+        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
+                              thresholds=job.recipe.parity.to_json())
+        return _parity_json(result, None, job), None, None
+    try:
+        actual = [run(list(sample)) for sample in inputs]
+    except Exception as exc:  # noqa: BLE001 - the runtime rejected the artifact
+        result = ParityResult("failed", runtime, thresholds=job.recipe.parity.to_json(),
+                              reason=f"{runtime} could not run the artifact: "
+                                     f"{summarize_exception(exc)}")
+        return _parity_json(result, None, job), None, None
+    names = list(job.model.output_names)
+    quality = gate(names, reference, actual, job.recipe.parity, runtime, "pytorch-float")
+    fidelity = None
+    if prepared.reference is not None:
+        ref_q = [_torch_outputs(prepared.reference, s) for s in inputs]
+        fidelity = gate(names, ref_q, actual, job.recipe.fidelity or DEFAULT_FIDELITY,
+                        runtime, "pytorch-quantized")
+        if fidelity.status == "failed" and quality.status == "passed":
+            quality.status, quality.reason = "failed", fidelity.reason
+    latency = _latency(run, inputs[0])
+    accuracy = _accuracy(job, run, runtime)
+    return _parity_json(quality, fidelity, job), latency, accuracy
+
+
+def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(a.copy()) for a in sample))
+    flat = out if isinstance(out, (tuple, list)) else (out,)
+    return [t.detach().numpy() for t in flat]
+
+
+def _parity_json(quality: ParityResult, fidelity: ParityResult | None, job: Job) -> dict[str, Any]:
+    data = quality.to_json()
+    data["inputs"] = job.parity_inputs_from
+    data["fidelity"] = fidelity.to_json() if fidelity else None
+    return data
+
+
+def _latency(run: Any, sample: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        run(list(sample))
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": round(statistics.median(times), 4), "runs": LATENCY_RUNS, "threads": 1}
+
+
+def _accuracy(job: Job, run: Any, runtime: str) -> dict[str, Any] | None:
+    arrays = _load_npz(job.workspace / "eval.npz")
+    if not arrays:
+        return None
+    samples = _columns(arrays, "in_", len(job.model.inputs))
+    labels = arrays["labels"]
+    hits = [int(np.argmax(run(list(s))[0])) == int(label) for s, label in zip(samples, labels,
+                                                                              strict=True)]
+    float_acc = float(arrays["float_accuracy"])
+    artifact_acc = 100.0 * float(np.mean(hits))
+    drop = round(float_acc - artifact_acc, 4)
+    limit = job.max_accuracy_drop if job.max_accuracy_drop is not None else (
+        job.recipe.max_accuracy_drop if job.recipe.max_accuracy_drop is not None else 1.0)
+    return {"status": "passed" if drop <= limit else "failed", "runtime": runtime,
+            "samples": len(samples), "float": round(float_acc, 4),
+            "artifact": round(artifact_acc, 4), "drop": drop, "max_drop": limit}
+
+
+def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
+             latency: dict[str, Any] | None, accuracy: dict[str, Any] | None) -> dict[str, Any]:
+    model = job.model
+    arrays = _load_npz(job.workspace / "parity.npz")
+    inputs = _columns(arrays, "in_", len(model.inputs))
+    outputs = [list(s) for s in _columns(arrays, "out_", len(model.output_names))]
+    samples = write_golden(staging, [s.name for s in model.inputs], list(model.output_names),
+                           inputs, outputs)
+    labels = None
+    if model.labels:
+        (staging / "labels.txt").write_text("\n".join(model.labels) + "\n")
+        labels = {"file": "labels.txt", "count": len(model.labels)}
+    parity_file = {"parity": parity, "latency": latency, "accuracy": accuracy}
+    (staging / "parity.json").write_text(json.dumps(parity_file, indent=2, sort_keys=True) + "\n")
+    worst = _worst(parity)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": model.name,
+        "version": model.version,
+        "target": job.target,
+        "format": exporter.format,
+        "recipe": {"name": job.recipe.name, "summary": job.recipe.summary,
+                   "scheme": job.recipe.scheme, "params": job.recipe.params,
+                   "sha256": job.recipe.sha256},
+        "artifact": {"path": exporter.artifact_name, "sha256": "0" * 64, "bytes": 0},
+        "inputs": [s.to_json() for s in model.inputs],
+        "outputs": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape), "dynamic_dims": []}
+                    for n, a in zip(model.output_names, outputs[0], strict=True)],
+        "preprocessing": model.preprocessing,
+        "labels": labels,
+        "runtime": exporter.runtime_requirements(job.recipe),
+        "tools": {**exporter.tool_versions(), "edge-export": __version__},
+        "parity": {"status": parity["status"], "runtime": parity["runtime"],
+                   "reason": parity["reason"], "inputs": job.parity_inputs_from,
+                   "thresholds": parity["thresholds"], "worst": worst},
+        "accuracy": accuracy,
+        "golden": {"byte_order": "little", "inputs_from": job.parity_inputs_from,
+                   "samples": samples},
+        "source": {"model": model.spec, "weights_sha256": model.weights_sha256},
+    }
+    return write_manifest(staging, manifest)
+
+
+def _worst(parity: dict[str, Any]) -> dict[str, Any]:
+    """The output with the lowest cosine similarity, for a one-glance summary."""
+    if not parity.get("outputs"):
+        return {}
+    name, metrics = min(parity["outputs"].items(), key=lambda kv: kv[1]["cosine"])
+    return {"output": name, **metrics}

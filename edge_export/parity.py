@@ -1,0 +1,88 @@
+"""Verify stage: compare artifact outputs with a reference and apply a recipe's gate."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_export.recipe import Thresholds
+
+SNR_CAP_DB = 200.0  # reported for bit-exact outputs (JSON has no infinity)
+
+
+def output_metrics(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict[str, float]:
+    """Metrics over all samples of one output (each list item is one sample)."""
+    ref = np.stack([np.asarray(r, dtype=np.float64) for r in reference])
+    act = np.stack([np.asarray(a, dtype=np.float64).reshape(r.shape)
+                    for a, r in zip(actual, reference, strict=True)])
+    err = act - ref
+    finite = bool(np.isfinite(act).all())
+    signal = float(np.sum(ref * ref))
+    noise = float(np.sum(err * err)) if finite else math.inf
+    if noise == 0.0:
+        snr = SNR_CAP_DB
+    elif math.isinf(noise) or signal == 0.0:
+        snr = -SNR_CAP_DB
+    else:
+        snr = min(SNR_CAP_DB, 10.0 * math.log10(signal / noise))
+    a, r = act.ravel(), ref.ravel()
+    denom = float(np.linalg.norm(a) * np.linalg.norm(r)) if finite else 0.0
+    cosine = 1.0 if denom == 0.0 and noise == 0.0 else (float(a @ r) / denom if denom else 0.0)
+    metrics = {
+        "max_abs": float(np.max(np.abs(err))) if finite else math.inf,
+        "mean_abs": float(np.mean(np.abs(err))) if finite else math.inf,
+        "cosine": cosine,
+        "snr_db": snr,
+    }
+    # Classification-style output: one row of >= 2 class scores per sample.
+    if ref.ndim == 3 and ref.shape[1] >= 1 and ref.shape[2] >= 2:
+        metrics["top1_agreement"] = float(np.mean(
+            np.argmax(act, axis=-1) == np.argmax(ref, axis=-1)))
+    return {k: _json_number(v) for k, v in metrics.items()}
+
+
+def _json_number(value: float) -> float:
+    return value if math.isfinite(value) else (1e308 if value > 0 else -1e308)
+
+
+@dataclass
+class ParityResult:
+    status: str  # passed | failed | not-run
+    runtime: str
+    reason: str = ""
+    reference: str = "pytorch-eager"
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "runtime": self.runtime, "reason": self.reason,
+                "reference": self.reference, "thresholds": self.thresholds,
+                "outputs": self.outputs}
+
+
+def gate(names: list[str], reference: list[list[np.ndarray]], actual: list[list[np.ndarray]],
+         thresholds: Thresholds, runtime: str, reference_name: str) -> ParityResult:
+    """reference/actual: per sample, the list of outputs. Fails on the worst violation."""
+    outputs = {}
+    for i, name in enumerate(names):
+        outputs[name] = output_metrics([s[i] for s in reference], [s[i] for s in actual])
+    violations = []
+    for name, m in outputs.items():
+        for key, limit in thresholds.to_json().items():
+            if key not in m:
+                continue
+            bad = m[key] > limit if key == "max_abs" else m[key] < limit
+            if bad:
+                violations.append((name, key, m[key], limit))
+    result = ParityResult("passed", runtime, reference=reference_name, outputs=outputs,
+                          thresholds=thresholds.to_json())
+    if violations:
+        name, key, value, limit = violations[0]
+        op = "<=" if key == "max_abs" else ">="
+        result.status = "failed"
+        result.reason = (f"output {name!r}: {key} {value:.6g} vs threshold {op} {limit:g} "
+                         f"(against {reference_name})")
+    return result

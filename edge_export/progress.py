@@ -1,0 +1,72 @@
+"""Progress on stderr: a live line per (target, recipe) on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+STATUS_STYLE = {"passed": "green", "not-run": "yellow", "failed": "red", "error": "red"}
+
+
+class Progress:
+    def __init__(self, keys: list[tuple[str, str]], quiet: bool = False) -> None:
+        # A private copy of stderr: jobs redirect fd 2 to capture toolchain chatter.
+        self.console = Console(file=os.fdopen(os.dup(2), "w"), force_terminal=sys.stderr.isatty())
+        self.rows = {k: {"stage": "waiting", "since": time.monotonic(), "start": None,
+                         "status": ""} for k in keys}
+        self.quiet = quiet
+        self.live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal and not self.quiet:
+            self.live = Live(self._table(), console=self.console, refresh_per_second=8,
+                             transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(*exc)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, highlight=False)
+
+    def stage(self, key: tuple[str, str], stage: str) -> None:
+        row = self.rows[key]
+        now = time.monotonic()
+        row["start"] = row["start"] or now
+        row["stage"], row["since"] = stage, now
+        self._refresh()
+
+    def finish(self, key: tuple[str, str], status: str, detail: str = "") -> None:
+        row = self.rows[key]
+        row["stage"], row["status"] = "done", status
+        elapsed = time.monotonic() - (row["start"] or time.monotonic())
+        row["elapsed"] = elapsed
+        if self.live is None and not self.quiet:
+            self.console.print(f"{key[0]:8} {key[1]:14} {status:8} {elapsed:6.1f}s  {detail}",
+                               highlight=False, style=STATUS_STYLE.get(status))
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+
+    def _table(self) -> Table:
+        table = Table(box=None, show_header=True, header_style="bold")
+        for col in ("target", "recipe", "stage", "time", "result"):
+            table.add_column(col)
+        now = time.monotonic()
+        for (target, recipe), row in self.rows.items():
+            elapsed = row.get("elapsed") or (now - row["start"] if row["start"] else 0.0)
+            style = STATUS_STYLE.get(row["status"], "")
+            table.add_row(target, recipe, row["stage"], f"{elapsed:5.1f}s",
+                          f"[{style}]{row['status']}[/]" if style else row["status"])
+        return table

@@ -1,0 +1,111 @@
+"""What a run tells the user: the --json object, the terminal table, the recipe matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edge_export.exporter import target_names
+from edge_export.pipeline import RunReport
+from edge_export.recipe import builtin_recipes
+
+METRIC_KEYS = ("max_abs", "mean_abs", "cosine", "snr_db", "top1_agreement")
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    packages = []
+    for result in report.results:
+        manifest = result.manifest or {}
+        artifact = manifest.get("artifact", {})
+        path = report.published.get((result.target, result.recipe))
+        parity = result.parity or {"status": "not-run", "runtime": "", "reason": result.error,
+                                   "outputs": {}}
+        entry = {
+            "target": result.target,
+            "recipe": result.recipe,
+            "status": result.status,
+            "path": str(path) if path else None,
+            "artifact": str(path / artifact["path"]) if path and artifact else None,
+            "sha256": artifact.get("sha256"),
+            "bytes": artifact.get("bytes"),
+            "parity": {
+                "status": parity["status"], "runtime": parity["runtime"],
+                "reason": parity["reason"],
+                "outputs": {name: {k: m[k] for k in METRIC_KEYS if k in m}
+                            for name, m in parity.get("outputs", {}).items()},
+            },
+            "accuracy": manifest.get("accuracy"),
+            "timings": result.timings,
+        }
+        if result.error:
+            entry["error"] = {"code": result.error_code, "message": result.error}
+        packages.append(entry)
+    ok = report.exit_code == 0
+    return {"ok": ok, "packages": packages}
+
+
+def print_summary(report: RunReport, out: Path) -> None:
+    console = Console(stderr=True)
+    table = Table(title="edge-export", show_lines=False)
+    for col in ("target", "recipe", "result", "runtime", "bytes", "worst cosine", "SNR dB",
+                "package"):
+        table.add_column(col)
+    for result in report.results:
+        parity = result.parity or {}
+        worst = (result.manifest or {}).get("parity", {}).get("worst", {})
+        artifact = (result.manifest or {}).get("artifact", {})
+        path = report.published.get((result.target, result.recipe))
+        style = {"passed": "green", "not-run": "yellow"}.get(result.status, "red")
+        table.add_row(result.target, result.recipe, f"[{style}]{result.status}[/]",
+                      parity.get("runtime", ""), f"{artifact.get('bytes', ''):,}"
+                      if artifact else "", f"{worst['cosine']:.6f}" if worst else "",
+                      f"{worst['snr_db']:.1f}" if worst else "", str(path or ""))
+    console.print(table)
+    for result in report.results:
+        reason = result.error or (result.parity or {}).get("reason")
+        if reason:
+            console.print(f"{result.target}/{result.recipe}: {reason}", highlight=False)
+    succeeded = [f"{r.target}/{r.recipe}" for r in report.results if r.status != "error"]
+    if any(r.status == "error" for r in report.results) and succeeded:
+        console.print(f"succeeded: {', '.join(succeeded)}", highlight=False)
+    if report.published:
+        console.print(f"packages are in {out}/", highlight=False)
+
+
+def recipe_matrix() -> dict[str, dict[str, Any]]:
+    """{recipe: {target: {"supported", "summary" | "reason"}}} over every shipped recipe."""
+    matrix: dict[str, dict[str, Any]] = {}
+    for target in target_names():
+        for name, recipe in builtin_recipes(target).items():
+            cell = ({"supported": True, "summary": recipe.summary, "scheme": recipe.scheme,
+                     "calibration": recipe.calibration_required,
+                     "minimum_deployment": recipe.minimum_deployment}
+                    if recipe.supported else {"supported": False, "reason": recipe.unsupported})
+            matrix.setdefault(name, {})[target] = cell
+    return matrix
+
+
+def print_recipe_matrix(matrix: dict[str, dict[str, Any]]) -> None:
+    console = Console()
+    targets = target_names()
+    table = Table(title="recipes × targets", show_lines=True)
+    table.add_column("recipe", style="bold")
+    for target in targets:
+        table.add_column(target)
+    order = ["fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight", "int4-weight", "8da4w",
+             "palettize4"]
+    for name in sorted(matrix, key=lambda n: (order.index(n) if n in order else 99, n)):
+        cells = []
+        for target in targets:
+            cell = matrix[name].get(target)
+            if cell is None:
+                cells.append("[dim]—[/]")
+            elif cell["supported"]:
+                cells.append(f"[green]{cell['summary']}[/]")
+            else:
+                cells.append(f"[dim]— {cell['reason']}[/]")
+        table.add_row(name, *cells)
+    console.print(table)

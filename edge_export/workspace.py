@@ -1,0 +1,116 @@
+"""Load and export stages: run once per session, in the main process.
+
+They leave a *workspace* of plain files (the exported program, the weights, parity
+inputs with PyTorch reference outputs, calibration and evaluation samples) from
+which every (target, recipe) job reads, wherever it runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_export.data import load_samples, random_samples
+from edge_export.errors import ToolchainError, UsageError, summarize_exception
+from edge_export.hashing import weights_sha256
+from edge_export.job import ModelInfo
+from edge_export.loading import LoadedModel, eager_outputs, load_model
+
+
+@dataclass(frozen=True)
+class Workspace:
+    model: ModelInfo
+    parity_from: str
+
+
+def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
+    import torch
+
+    loaded = load_model(opts.model, input_specs=list(opts.inputs),
+                        trust_pickle=opts.trust_pickle, name=opts.name)
+    specs = loaded.inputs
+    for spec in specs:
+        if spec.dtype in ("float64", "complex64"):
+            raise UsageError(f"input {spec.name!r} is {spec.dtype}, which no target takes",
+                             hint="cast the model to float32")
+    parity, parity_from = _parity_samples(opts, loaded)
+    folder.mkdir(parents=True)
+    calibration = []
+    if opts.calibration_data is not None:
+        limit = opts.calibration_samples or max(r.calibration_samples for _, r in plan)
+        calibration, _ = load_samples(opts.calibration_data, specs, flag="--calibration-data",
+                                      preprocessing=loaded.preprocessing, limit=limit)
+    if opts.eval_data is not None:
+        _write_eval(opts, loaded, folder)
+    reference = [tuple(eager_outputs(loaded.module, _torch(s))) for s in parity]
+    np.savez(folder / "parity.npz", **stable_arrays(parity, "in_"),
+             **stable_arrays(reference, "out_"))
+    if calibration:
+        np.savez(folder / "calibration.npz", **stable_arrays(calibration, "in_"))
+    try:
+        program = torch.export.export(loaded.module, loaded.example_inputs)
+    except Exception as exc:  # noqa: BLE001 - summarised for the user, traceback on --debug
+        raise export_failure(exc, opts.model) from exc
+    torch.export.save(program, str(folder / "program.pt2"))
+    torch.save(loaded.module.state_dict(), str(folder / "weights.pt"))
+    model = ModelInfo(
+        spec=opts.model, name=loaded.name, version=opts.version, inputs=tuple(specs),
+        output_names=tuple(loaded.output_names),
+        labels=tuple(loaded.labels) if loaded.labels else None,
+        preprocessing=loaded.preprocessing, weights_sha256=weights_sha256(loaded.module),
+        trust_pickle=opts.trust_pickle, input_overrides=tuple(opts.inputs))
+    return Workspace(model, parity_from)
+
+
+def _torch(sample: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+    import torch
+
+    return tuple(torch.from_numpy(a.copy()) for a in sample)
+
+
+def _parity_samples(opts: Any, loaded: LoadedModel) -> tuple[list, str]:
+    examples = [tuple(t.detach().numpy() for t in loaded.example_inputs)]
+    if opts.validation_data is not None:
+        samples, _ = load_samples(opts.validation_data, loaded.inputs, flag="--validation-data",
+                                  preprocessing=loaded.preprocessing, limit=opts.parity_samples)
+        return examples + samples, "validation-data"
+    return examples + random_samples(loaded.inputs, opts.parity_samples), "random"
+
+
+def _write_eval(opts: Any, loaded: LoadedModel, folder: Path) -> None:
+    samples, labels = load_samples(opts.eval_data, loaded.inputs, flag="--eval-data",
+                                   preprocessing=loaded.preprocessing, require_labels=True)
+    hits = [int(np.argmax(eager_outputs(loaded.module, _torch(s))[0])) == int(y)
+            for s, y in zip(samples, labels, strict=True)]
+    np.savez(folder / "eval.npz", **stable_arrays(samples, "in_"), labels=labels,
+             float_accuracy=np.float64(100.0 * np.mean(hits)))
+
+
+def export_failure(exc: BaseException, spec: str) -> ToolchainError:
+    """torch.export's error, summarised with the line of the user's model it points at."""
+    text = str(exc)
+    where = ""
+    model_file = spec.rsplit(":", 1)[0] if ":" in spec else spec
+    name = Path(model_file).name
+    for match in re.finditer(r'File "?([^",\n]+)"?, line (\d+)', text):
+        if Path(match[1]).name == name:
+            where = f" ({name} line {match[2]})"
+    if not where:
+        for match in re.finditer(r"([\w./-]+\.py):(\d+)", text):
+            if Path(match[1]).name == name:
+                where = f" ({name} line {match[2]})"
+    return ToolchainError(f"torch.export failed: {summarize_exception(exc)}{where}",
+                          hint="make the model traceable (no data-dependent Python control "
+                          "flow; use torch.cond) or run with --debug")
+
+
+def stable_arrays(samples: list[tuple[np.ndarray, ...]], prefix: str) -> dict[str, np.ndarray]:
+    """Stack samples column-wise as ``{prefix}{i}`` arrays for the workspace npz files."""
+    if not samples:
+        return {}
+    return {f"{prefix}{i}": np.stack([s[i] for s in samples]) for i in range(len(samples[0]))}
+

@@ -1,0 +1,105 @@
+"""ios: Core ML ML Program ``.mlpackage`` via coremltools.
+
+Parity runs with ``MLModel.predict`` on macOS and, elsewhere, with our numpy
+reference executor for ML Programs (``mil_reference``), and the runtime name says which.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, package_version
+
+from .schemes import SCHEMES, coremltools
+
+VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
+
+
+class CoreMLExporter(Exporter):
+    target = "ios"
+    artifact_name = "model.mlpackage"
+    format = "Core ML ML Program (.mlpackage)"
+    runtime_name = "coreml"
+    schemes = SCHEMES
+
+    def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
+        ct = coremltools()
+        precision = recipe.param("compute_precision", "float32")
+        program = prepared.program
+        if hasattr(program, "run_decompositions"):  # coremltools 9 needs core ATen ops
+            program = program.run_decompositions({})
+        mlmodel = ct.convert(
+            program,
+            convert_to="mlprogram",
+            compute_precision=(ct.precision.FLOAT16 if precision == "float16"
+                               else ct.precision.FLOAT32),
+            minimum_deployment_target=getattr(ct.target, recipe.minimum_deployment or "iOS17"),
+            skip_model_load=True,
+        )
+        if prepared.post_convert is not None:
+            mlmodel = prepared.post_convert(mlmodel)
+        for key in VOLATILE_METADATA:  # wall-clock data would make packages non-reproducible
+            mlmodel.user_defined_metadata.pop(key, None)
+        mlmodel.save(str(dest))
+        _stabilise_manifest(dest)
+
+    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
+        if sys.platform == "darwin":
+            return "coreml", _coreml_runner(artifact)
+        from . import mil_reference
+
+        program = mil_reference.load(artifact)
+        missing = program.unsupported_ops()
+        if missing:
+            raise RuntimeUnavailable(
+                "Core ML prediction needs macOS and the Linux reference executor does not "
+                f"cover op type(s): {', '.join(missing)}")
+
+        def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+            out = program.run(dict(zip(program.input_names, inputs, strict=True)))
+            return [np.asarray(out[name]) for name in program.output_names]
+
+        return "mil-reference", run
+
+    def tool_versions(self) -> dict[str, str]:
+        return {"torch": package_version("torch"), "coremltools": package_version("coremltools")}
+
+    def runtime_requirements(self, recipe: Any) -> dict[str, Any]:
+        return {"runtime": "coreml", "minimum_deployment_target": recipe.minimum_deployment
+                or "iOS17", "model_type": "mlprogram",
+                "compute_precision": recipe.param("compute_precision", "float32")}
+
+
+def _coreml_runner(artifact: Path) -> Runner:
+    ct = coremltools()
+    model = ct.models.MLModel(str(artifact), compute_units=ct.ComputeUnit.CPU_ONLY)
+    spec = model.get_spec()
+    in_names = [i.name for i in spec.description.input]
+    out_names = [o.name for o in spec.description.output]
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = model.predict(dict(zip(in_names, inputs, strict=True)))
+        return [np.asarray(out[name]) for name in out_names]
+
+    return run
+
+
+def _stabilise_manifest(package: Path) -> None:
+    """coremltools names package items with random UUIDs; derive them from the item path."""
+    manifest_path = package / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    renamed, root = {}, manifest.get("rootModelIdentifier")
+    for old_id, item in manifest["itemInfoEntries"].items():
+        new_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "edge-export:" + item["path"])).upper()
+        renamed[new_id] = item
+        if old_id == root:
+            manifest["rootModelIdentifier"] = new_id
+    manifest["itemInfoEntries"] = dict(sorted(renamed.items()))
+    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")

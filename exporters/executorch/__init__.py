@@ -1,0 +1,51 @@
+"""android: ExecuTorch ``.pte`` lowered to the XNNPACK delegate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_export.exporter import Exporter, Prepared, Runner, package_version
+
+from .schemes import SCHEMES
+
+
+class ExecuTorchExporter(Exporter):
+    target = "android"
+    artifact_name = "model.pte"
+    format = "ExecuTorch .pte (XNNPACK delegate)"
+    runtime_name = "executorch"
+    schemes = SCHEMES
+
+    def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        edge = to_edge_transform_and_lower(prepared.program, partitioner=[XnnpackPartitioner()])
+        dest.write_bytes(edge.to_executorch().buffer)
+
+    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
+        import executorch.kernels.quantized  # noqa: F401 - registers q/dq ops left outside XNNPACK
+        import torch
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(str(artifact)).load_method("forward")
+
+        def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+            outputs = method.execute([torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
+            return [o.numpy().copy() for o in outputs]
+
+        return self.runtime_name, run
+
+    def tool_versions(self) -> dict[str, str]:
+        return {"torch": package_version("torch"), "executorch": package_version("executorch"),
+                "torchao": package_version("torchao")}
+
+    def runtime_requirements(self, recipe: Any) -> dict[str, Any]:
+        return {"runtime": "executorch", "version": package_version("executorch"),
+                "backends": ["XnnpackBackend"],
+                "android_dependency": f"org.pytorch:executorch-android:{package_version('executorch')}",
+                "quantized_kernels": recipe.scheme != "none"}

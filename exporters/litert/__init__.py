@@ -1,0 +1,61 @@
+"""tflite: LiteRT ``.tflite`` via litert-torch, run with the ai-edge-litert interpreter."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_export.exporter import Exporter, Prepared, Runner, package_version
+
+from .schemes import SCHEMES
+
+
+class LiteRTExporter(Exporter):
+    target = "tflite"
+    artifact_name = "model.tflite"
+    format = "LiteRT flatbuffer (.tflite)"
+    runtime_name = "litert"
+    schemes = SCHEMES
+
+    def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
+        import litert_torch
+
+        program = prepared.program
+        module = program.module() if hasattr(program, "module") else program
+        args = prepared.example_inputs
+        with contextlib.redirect_stdout(sys.stderr):  # litert-torch prints progress to stdout
+            model = litert_torch.convert(module, args)
+        content = bytes(model.model_content())  # the interpreter rejects bytearray
+        if prepared.post_convert is not None:
+            content = bytes(prepared.post_convert(content))
+        dest.write_bytes(content)
+
+    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(artifact), num_threads=1)
+        (key, signature), = interpreter.get_signature_list().items()
+        runner = interpreter.get_signature_runner(key)
+        in_details = runner.get_input_details()
+        names, out_names = signature["inputs"], signature["outputs"]
+
+        def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+            feed = {n: np.asarray(x).astype(in_details[n]["dtype"], copy=False)
+                    for n, x in zip(names, inputs, strict=True)}
+            out = runner(**feed)
+            return [np.asarray(out[n]).copy() for n in out_names]
+
+        return self.runtime_name, run
+
+    def tool_versions(self) -> dict[str, str]:
+        return {"torch": package_version("torch"), "litert-torch": package_version("litert-torch"),
+                "ai-edge-quantizer": package_version("ai-edge-quantizer")}
+
+    def runtime_requirements(self, recipe: Any) -> dict[str, Any]:
+        return {"runtime": "litert", "version": package_version("ai-edge-litert"),
+                "android_dependency": "com.google.ai.edge.litert:litert"}
