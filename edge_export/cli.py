@@ -34,13 +34,31 @@ Exit codes:
   130 interrupted (Ctrl-C)"""
 
 
+# Subcommands live in their own modules and load on first use (name -> "module:attr").
+LAZY_COMMANDS = {
+    "bundle": "edge_export.bundle_cmd:bundle_cmd",
+    "coreml-ops": "edge_export.bundle_cmd:coreml_ops_cmd",
+}
+
+
 class DefaultExportGroup(click.Group):
     """``edge-export --model ... --target ...`` runs the ``export`` command; the other
     verbs (recipes, verify, bundle, release, ...) are subcommands."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            import importlib
+
+            module, attr = LAZY_COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return self.commands.get(name)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h",
-                                                                     "--version"):
+        if args and args[0] not in self.list_commands(ctx) and args[0] not in (
+                "--help", "-h", "--version"):
             args = ["export", *args]
         return super().parse_args(ctx, args)
 

@@ -39,7 +39,11 @@ class Prepared:
     # Post-conversion compression (Core ML weight compression, LiteRT quantizer):
     # applied by lower() to the converted model object before it is written.
     post_convert: Callable[[Any], Any] | None = None
-    example_inputs: tuple[Any, ...] = ()  # filled by the pipeline for converters that trace
+    # Filled by the pipeline: converters that trace need the inputs, and artifacts name
+    # their inputs/outputs as the manifest does (apps feed Core ML features by name).
+    example_inputs: tuple[Any, ...] = ()
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
 
 
 @dataclass

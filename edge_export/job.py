@@ -105,6 +105,8 @@ def run_job(job: Job, report: Report | None = None) -> JobResult:
             ctx = _context(job)
             prepared = exporter.quantize(program, job.recipe, ctx)
             prepared.example_inputs = ctx.example_inputs
+            prepared.input_names = tuple(ctx.input_names)
+            prepared.output_names = tuple(ctx.output_names)
             stage("lower")
             exporter.lower(prepared, job.recipe, artifact)
             stage("verify")

@@ -13,15 +13,15 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "digits_weights.pt"
-# Training data is sklearn's pixels (0..16) scaled to 0..1, then normalised with
-# the training split's mean/std. An app maps a 0..255 drawing the same way:
-# x = (pixel * scale - mean) / std.
+# Training data is sklearn's pixels (0..16, ink high) scaled to 0..1, normalised with
+# the training split's mean/std. An app maps a 0..255 drawing (dark ink on white, inverted)
+# the same way: x = ((255 - pixel) * scale - mean) / std.
 MEAN, STD = 0.3052, 0.3760
 METADATA = {
     "labels": [str(d) for d in range(10)],
     "output_names": ["logits"],
     "preprocessing": {"layout": "NCHW", "colour": "grayscale", "image_size": [8, 8],
-                      "scale": 1 / 255, "mean": [MEAN], "std": [STD], "invert": False},
+                      "scale": 1 / 255, "mean": [MEAN], "std": [STD], "invert": True},
 }
 
 

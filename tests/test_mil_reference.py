@@ -622,10 +622,10 @@ def _mil_cases(mb: Any) -> dict[str, tuple[Callable, Callable | None]]:
             lambda x, y, u: x[..., 1:4, 0:5],
         ),
         "pixel_shuffle": (
-            lambda x, y, u: mb.pixel_shuffle(x=mb.concat(values=[x, y, x, y], axis=1)[:, :4] if False else
-                                             mb.slice_by_size(x=mb.concat(values=[x, y], axis=1),
-                                                              begin=[0, 0, 0, 0], size=[2, 4, 6, 6]),
-                                             upscale_factor=2),
+            lambda x, y, u: mb.pixel_shuffle(
+                x=mb.slice_by_size(x=mb.concat(values=[x, y], axis=1), begin=[0, 0, 0, 0], size=[2, 4, 6, 6]),
+                upscale_factor=2,
+            ),
             lambda x, y, u: F.pixel_shuffle(torch.from_numpy(np.concatenate([x, y], 1)[:, :4]), 2).numpy(),
         ),
         "pixel_unshuffle": (
@@ -676,9 +676,7 @@ def test_mil_builder_ops(conv: Converter, ct: Any) -> None:
     from coremltools.converters.mil import Builder as mb
 
     cases = _mil_cases(mb)
-    arrays = (X.numpy(), randn(2, 3, 6, 6, seed=8).numpy(), U)
-    x_in = X.numpy()[:, :, :6, :6].copy()
-    arrays = (x_in, arrays[1], arrays[2])
+    arrays = (X.numpy()[:, :, :6, :6].copy(), randn(2, 3, 6, 6, seed=8).numpy(), U)
     counts: list[int] = []
 
     def build(x: Any, y: Any, u: Any) -> tuple:

@@ -37,6 +37,9 @@ class CoreMLExporter(Exporter):
             program = program.run_decompositions({})
         mlmodel = ct.convert(
             program,
+            inputs=[ct.TensorType(name=n, shape=tuple(t.shape))
+                    for n, t in zip(prepared.input_names, prepared.example_inputs, strict=True)],
+            outputs=[ct.TensorType(name=n) for n in prepared.output_names],
             convert_to="mlprogram",
             compute_precision=(ct.precision.FLOAT16 if precision == "float16"
                                else ct.precision.FLOAT32),
