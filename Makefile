@@ -19,6 +19,11 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/edge-export --model examples/digits.py:build --target all --out dist/
 
+# Export the digits example and bundle its packages into both sample apps.
+demo-apps: demo
+	$(BIN)/edge-export bundle --app android dist/digits-0.1.0/android-fp32 dist/digits-0.1.0/tflite-fp32
+	$(BIN)/edge-export bundle --app ios dist/digits-0.1.0/ios-fp32
+
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q

@@ -8,6 +8,7 @@ process or on a Ray cluster, and returns a JobResult instead of raising.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 import traceback
@@ -260,6 +261,10 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
     arrays = _load_npz(job.workspace / "parity.npz")
     inputs = _columns(arrays, "in_", len(model.inputs))
     outputs = [list(s) for s in _columns(arrays, "out_", len(model.output_names))]
+    app_vectors = None
+    if (job.workspace / "app_vectors.json").exists():
+        shutil.copytree(job.workspace / "golden" / "app", staging / "golden" / "app")
+        app_vectors = json.loads((job.workspace / "app_vectors.json").read_text())
     samples = write_golden(staging, [s.name for s in model.inputs], list(model.output_names),
                            inputs, outputs)
     labels = None
@@ -294,6 +299,8 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
                    "samples": samples},
         "source": {"model": model.spec, "weights_sha256": model.weights_sha256},
     }
+    if app_vectors:
+        manifest["app_vectors"] = app_vectors
     return write_manifest(staging, manifest)
 
 

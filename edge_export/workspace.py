@@ -7,6 +7,7 @@ which every (target, recipe) job reads, wherever it runs.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
     except Exception as exc:  # noqa: BLE001 - summarised for the user, traceback on --debug
         raise export_failure(exc, opts.model) from exc
     torch.export.save(program, str(folder / "program.pt2"))
+    _write_app_vectors(loaded, folder)
     torch.save(loaded.module.state_dict(), str(folder / "weights.pt"))
     model = ModelInfo(
         spec=opts.model, name=loaded.name, version=opts.version, inputs=tuple(specs),
@@ -114,3 +116,33 @@ def stable_arrays(samples: list[tuple[np.ndarray, ...]], prefix: str) -> dict[st
         return {}
     return {f"{prefix}{i}": np.stack([s[i] for s in samples]) for i in range(len(samples[0]))}
 
+
+def _write_app_vectors(loaded: LoadedModel, folder: Path) -> None:
+    """For image models, golden vectors of the apps' own preprocessing (image → tensor →
+    top-k), made from the example input so every package of the model carries the same."""
+    pre = loaded.preprocessing
+    if "image_size" not in pre or len(loaded.inputs) != 1:
+        return
+    from PIL import Image
+
+    from edge_export.preprocess import write_app_vectors
+
+    x = loaded.example_inputs[0].detach().numpy()[0]
+    chw = x if pre.get("layout", "NCHW") == "NCHW" else np.moveaxis(x, -1, 0)
+    mean = np.asarray(pre.get("mean", [0.0]), np.float64).reshape(-1, 1, 1)
+    std = np.asarray(pre.get("std", [1.0]), np.float64).reshape(-1, 1, 1)
+    pixels = (chw * std + mean) / pre.get("scale", 1.0)
+    if pre.get("invert"):
+        pixels = 255.0 - pixels
+    pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    image = (Image.fromarray(pixels[0], "L") if pixels.shape[0] == 1
+             else Image.fromarray(np.moveaxis(pixels, 0, -1), "RGB"))
+    entry = write_app_vectors(folder / "golden", pre, list(loaded.inputs[0].shape),
+                              lambda t: eager_outputs(loaded.module, (_torch_one(t),))[0], image)
+    (folder / "app_vectors.json").write_text(json.dumps(entry, sort_keys=True))
+
+
+def _torch_one(array: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from digits import HERE, WEIGHTS, DigitsCNN, normalise  # noqa: I001 - run from examples/
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-
-from digits import HERE, WEIGHTS, DigitsCNN, normalise
 
 SEED = 0
 
