@@ -79,7 +79,8 @@ def test_manifest_is_schema_valid_and_complete(digits_all):
 def test_golden_files_reproduce_pytorch(digits_all):
     """Golden outputs are PyTorch's, computed here independently of the pipeline."""
     import torch
-    from examples_loader import load_digits_model
+
+    from .examples_loader import load_digits_model
 
     model = load_digits_model()
     _, data, _ = digits_all
