@@ -19,6 +19,10 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/edge-export --model examples/digits.py:build --target all --out dist/
 
+# The project's release (release.toml) into dist/releases/<version>/; RELEASE_VERSION overrides its version.
+release: setup
+	$(BIN)/edge-export release release.toml $(if $(RELEASE_VERSION),--version $(RELEASE_VERSION))
+
 # Export the digits example and bundle its packages into both sample apps.
 demo-apps: demo
 	$(BIN)/edge-export bundle --app android dist/digits-0.1.0/android-fp32 dist/digits-0.1.0/tflite-fp32
@@ -30,6 +34,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# edge-export vs the three libraries called directly, warm cache, --help, artifact latency:
+# writes bench/results.json and bench/RESULTS.md (README's Performance section shows it).
+bench: setup
+	$(BIN)/python bench/run.py $(if $(RUNS),--runs $(RUNS)) $(if $(MODELS),--models $(MODELS))
 
 lint: setup
 	$(BIN)/ruff check .

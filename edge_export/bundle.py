@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edge_export.errors import PackageError, UsageError
+from edge_export.errors import EXIT_GATE_FAILED, PackageError, UsageError
 from edge_export.hashing import artifact_sha256
 
 MANIFEST = "manifest.json"
@@ -54,6 +54,12 @@ def _validator() -> Any:
 
     text = resources.files("edge_export").joinpath("schemas/manifest.schema.json").read_text()
     return jsonschema.Draft202012Validator(json.loads(text))
+
+
+class TamperedFile(PackageError):
+    """A file whose bytes differ from its manifest entry: the package does not verify (exit 1)."""
+
+    exit_code = EXIT_GATE_FAILED
 
 
 def _safe_relpath(package_dir: Path, rel: str, what: str) -> Path:
@@ -128,7 +134,7 @@ def referenced_files(manifest: dict) -> list[str]:
 def _check_hash(package_dir: Path, rel: str, path: Path, sha256: str, size: int) -> None:
     actual, actual_size = artifact_sha256(path)
     if actual != sha256 or actual_size != size:
-        raise PackageError(f"{package_dir}: {rel!r} does not match its manifest hash "
+        raise TamperedFile(f"{package_dir}: {rel!r} does not match its manifest hash "
                            f"(tampered or partly copied)")
 
 

@@ -23,6 +23,7 @@ from edge_export.errors import (
     EXIT_TOOLCHAIN,
     EXIT_USAGE,
     EdgeExportError,
+    output_error,
 )
 
 EXIT_CODES_HELP = """\b
@@ -38,6 +39,8 @@ Exit codes:
 LAZY_COMMANDS = {
     "bundle": "edge_export.bundle_cmd:bundle_cmd",
     "coreml-ops": "edge_export.bundle_cmd:coreml_ops_cmd",
+    "release": "edge_export.release_cmd:release_cmd",
+    "verify": "edge_export.release_cmd:verify_cmd",
 }
 
 
@@ -84,6 +87,8 @@ class DefaultExportGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, traceback on --debug
             if debug:
                 raise
+            if (error := output_error(exc)) is not None:  # disk full, read-only --out
+                _fail(error.exit_code, error.one_line(), as_json)
             from edge_export.errors import summarize_exception
 
             _fail(EXIT_TOOLCHAIN, f"unexpected error: {summarize_exception(exc)} "
@@ -144,6 +149,12 @@ def cli() -> None:
               help="Accuracy gate (default: the recipe's, 1.0 for 8-bit, 3.0 for 4-bit).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=os.cpu_count() or 1,
               show_default="number of cores", help="Targets built in parallel worker processes.")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Reuse artifacts and parity results of identical earlier builds from DIR "
+                   "[default: the user cache dir, e.g. ~/.cache/edge-export].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="FILE.html", help="Also write a self-contained HTML report of the packages.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout; logs go to stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -151,12 +162,14 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
                name: str | None, pkg_version: str, inputs: tuple[str, ...], trust_pickle: bool,
                validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
                calibration_samples: int | None, eval_data: Path | None,
-               max_accuracy_drop: float | None, jobs: int, as_json: bool, debug: bool) -> None:
+               max_accuracy_drop: float | None, jobs: int, cache_dir: Path | None, no_cache: bool,
+               report_path: Path | None, as_json: bool, debug: bool) -> None:
     """Export MODEL to each --target with each --recipe, verify, and package."""
     from edge_export.tensors import parse_input_spec
 
     specs = tuple(parse_input_spec(s) for s in inputs)
     with _stdout_for_json(as_json) as emit:
+        from edge_export.cache import default_dir as default_cache_dir
         from edge_export.pipeline import ExportOptions, resolve_recipes, resolve_targets, run_export
 
         resolve_recipes(resolve_targets(targets), recipes)  # usage errors before heavy imports
@@ -165,14 +178,22 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
             version=pkg_version, inputs=specs, trust_pickle=trust_pickle,
             validation_data=validation_data, parity_samples=parity_samples,
             calibration_data=calibration_data, calibration_samples=calibration_samples,
-            eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug)
+            eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug,
+            cache_dir=None if no_cache else cache_dir or default_cache_dir())
         report = run_export(opts)
-        from edge_export.summary import print_summary, report_json
+        if report_path is not None:
+            from edge_export.report import write_report
+
+            write_report(list(report.published.values()), report_path)
+        from edge_export.summary import print_summary, report_json, run_error
 
         if as_json:
             emit(report_json(report))
         else:
             print_summary(report, out)
+        error = run_error(report)
+        if error:
+            click.echo(f"error: {error['message']}", err=True)
     raise SystemExit(report.exit_code)
 
 

@@ -40,6 +40,26 @@ class PackageError(UsageError):
     """A model package that is malformed (manifest, schema, layout)."""
 
 
+class OutputError(UsageError):
+    """The output folder cannot take what we write (disk full, read-only, no permission)."""
+
+
+def output_error(exc: BaseException) -> OutputError | None:
+    """An OSError that is the output location's fault, as the user's error; else None."""
+    import errno
+
+    if not isinstance(exc, OSError):
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"no space left on device{where}; nothing was published and "
+                           "temporaries were removed", hint="free space or choose another --out")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return OutputError(f"cannot write{where}: {exc.strerror}",
+                           hint="choose a writable --out")
+    return None
+
+
 class ToolchainError(EdgeExportError):
     """torch.export or a target toolchain failed to export/lower the model: exit 3."""
 

@@ -97,6 +97,11 @@ class Exporter(abc.ABC):
                              hint=f"schemes for {self.target}: {', '.join(self.schemes.names())}")
         return self.schemes[recipe.scheme](program, recipe, ctx)
 
+    def preload(self) -> None:
+        """Import the toolchain ahead of use: worker processes call this while the main
+        process is still loading and exporting the model."""
+        return None
+
     @abc.abstractmethod
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         """Lower to the target format and write the artifact at ``dest``."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_export import __version__
 from edge_export.capture import toolchain_output
-from edge_export.errors import EdgeExportError, ToolchainError, summarize_exception
+from edge_export.errors import EdgeExportError, ToolchainError, output_error, summarize_exception
 from edge_export.exporter import BuildContext, RuntimeUnavailable, get_exporter
 from edge_export.package import SCHEMA_VERSION, write_golden, write_manifest
 from edge_export.parity import ParityResult, gate
@@ -58,6 +58,8 @@ class Job:
     parity_inputs_from: str  # "validation-data" | "random"
     max_accuracy_drop: float | None = None
     debug: bool = False
+    cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
+    cache_key: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -75,6 +77,9 @@ class JobResult:
     error_code: int = 0
     error: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    # Host latency is measured per run and reported (--json, report), but kept out of
+    # the package: packages must be byte-identical for identical inputs.
+    latency: dict[str, Any] | None = None
 
 
 Report = Callable[[tuple[str, str], str], None]
@@ -99,37 +104,59 @@ def run_job(job: Job, report: Report | None = None) -> JobResult:
 
         log = staging.parent / f"{staging.name}.log"
         with toolchain_output(log, enabled=not job.debug):
-            stage("quantize")
-            import torch
-
-            program = torch.export.load(str(job.workspace / "program.pt2"))
-            ctx = _context(job)
-            prepared = exporter.quantize(program, job.recipe, ctx)
-            prepared.example_inputs = ctx.example_inputs
-            prepared.input_names = tuple(ctx.input_names)
-            prepared.output_names = tuple(ctx.output_names)
-            stage("lower")
-            exporter.lower(prepared, job.recipe, artifact)
-            stage("verify")
-            parity, latency, accuracy = _verify(job, exporter, artifact, prepared)
+            parity, latency, accuracy = _build_cached(job, exporter, artifact, stage)
         stage("package")
-        manifest = _package(job, exporter, staging, parity, latency, accuracy)
+        manifest = _package(job, exporter, staging, parity, accuracy)
         _close_timings(timings)
         result.status = parity["status"]
         if accuracy and accuracy["status"] == "failed":
             result.status = "failed"
         result.staged, result.manifest, result.parity = staging, manifest, parity
+        result.latency = latency
         return result
     except EdgeExportError as exc:
         result.error_code, result.error = exc.exit_code, exc.one_line()
     except Exception as exc:  # noqa: BLE001 - any toolchain failure becomes exit 3
-        error = ToolchainError(f"{stage_name} failed: {summarize_exception(exc)}",
-                               hint="run with --debug for the full traceback")
+        error = output_error(exc) or ToolchainError(f"{stage_name} failed: {summarize_exception(exc)}",
+                                                    hint="run with --debug for the full traceback")
         result.error_code, result.error = error.exit_code, error.one_line()
         if job.debug:
             result.error += "\n" + traceback.format_exc()
     _close_timings(timings)
     return result
+
+
+def _build_cached(job: Job, exporter: Any, artifact: Path, stage: Callable[[str], None]):
+    """quantize → lower → verify, or the artifact and results of an identical earlier build."""
+    from edge_export.cache import Cache, restore
+
+    cache = Cache(job.cache_dir) if job.cache_dir and job.cache_key else None
+    hit = cache.lookup(job.cache_key) if cache else None
+    if hit is not None:
+        stage("cached")
+        restore(hit, artifact)
+        return hit.results["parity"], hit.results["latency"], hit.results["accuracy"]
+    parity, latency, accuracy = _build(job, exporter, artifact, stage)
+    if cache:
+        cache.store(job.cache_key, artifact,
+                    {"parity": parity, "latency": latency, "accuracy": accuracy})
+    return parity, latency, accuracy
+
+
+def _build(job: Job, exporter: Any, artifact: Path, stage: Callable[[str], None]):
+    stage("quantize")
+    import torch
+
+    program = torch.export.load(str(job.workspace / "program.pt2"))
+    ctx = _context(job)
+    prepared = exporter.quantize(program, job.recipe, ctx)
+    prepared.example_inputs = ctx.example_inputs
+    prepared.input_names = tuple(ctx.input_names)
+    prepared.output_names = tuple(ctx.output_names)
+    stage("lower")
+    exporter.lower(prepared, job.recipe, artifact)
+    stage("verify")
+    return _verify(job, exporter, artifact, prepared)
 
 
 def _close_timings(timings: dict[str, float]) -> None:
@@ -256,7 +283,7 @@ def _accuracy(job: Job, run: Any, runtime: str) -> dict[str, Any] | None:
 
 
 def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
-             latency: dict[str, Any] | None, accuracy: dict[str, Any] | None) -> dict[str, Any]:
+             accuracy: dict[str, Any] | None) -> dict[str, Any]:
     model = job.model
     arrays = _load_npz(job.workspace / "parity.npz")
     inputs = _columns(arrays, "in_", len(model.inputs))
@@ -271,7 +298,7 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
     if model.labels:
         (staging / "labels.txt").write_text("\n".join(model.labels) + "\n")
         labels = {"file": "labels.txt", "count": len(model.labels)}
-    parity_file = {"parity": parity, "latency": latency, "accuracy": accuracy}
+    parity_file = {"parity": parity, "accuracy": accuracy}
     (staging / "parity.json").write_text(json.dumps(parity_file, indent=2, sort_keys=True) + "\n")
     worst = _worst(parity)
     manifest = {

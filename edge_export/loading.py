@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 import zipfile
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge_export.capture import toolchain_output
 from edge_export.errors import UnsafeInputError, UsageError, summarize_exception
 from edge_export.tensors import TensorSpec
 
@@ -175,7 +177,8 @@ def _load_pt2(path: Path) -> tuple[torch.nn.Module, Any, str]:
     if not path.is_file():
         raise UsageError(f"model file {path} does not exist")
     try:
-        ep = torch.export.load(str(path))
+        with toolchain_output(Path(os.devnull)):  # torch logs a traceback; we summarise it
+            ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001 - corrupt or truncated archive
         raise UsageError(f"{path} is not a readable torch.export .pt2 file: "
                          f"{summarize_exception(exc)}",

@@ -7,14 +7,13 @@ and only packages whose gates passed reach their final place under ``--out``.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+from edge_export.archive import write_zip, zip_name
+from edge_export.cache import Cache, hint_of
 from edge_export.errors import (
     EXIT_GATE_FAILED,
     EXIT_OK,
@@ -34,6 +33,7 @@ from edge_export.package import (
 from edge_export.progress import Progress
 from edge_export.recipe import Recipe, builtin_recipes, is_recipe_file, load_recipe_file
 from edge_export.tensors import TensorSpec
+from edge_export.workers import WorkerPool
 
 DEFAULT_VERSION = "0.1.0"
 
@@ -57,6 +57,7 @@ class ExportOptions:
     jobs: int = 1
     debug: bool = False
     quiet: bool = False
+    cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
 
 
 @dataclass
@@ -132,85 +133,95 @@ def run_export(opts: ExportOptions) -> RunReport:
     root = staging_root(opts.out)
     report = RunReport()
     progress = Progress([(t, r.name) for t, r in plan], quiet=opts.quiet)
+    cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
+    pool = None
     try:
+        pool = _start_workers(opts, plan, cache, root)
         progress.note(f"[bold]load[/] {opts.model}")
         prepared = workspace.prepare(opts, root / "workspace", plan)
         jobs = [Job(target=t, recipe=r, model=prepared.model, workspace=root / "workspace",
                     staging=root / f"{t}-{r.name}", parity_inputs_from=prepared.parity_from,
-                    max_accuracy_drop=opts.max_accuracy_drop, debug=opts.debug)
+                    max_accuracy_drop=opts.max_accuracy_drop, debug=opts.debug,
+                    cache_dir=opts.cache_dir)
                 for t, r in plan]
+        jobs = _with_cache_keys(jobs, prepared.inputs_sha256)
         with progress:
-            report.results = _run_jobs(jobs, opts.jobs, progress)
+            report.results = _run_jobs(jobs, pool, opts.jobs, root, progress, opts.debug)
+        _remember(opts, cache, jobs, report.results)
         _publish(report, jobs, opts.out, prepared.model)
     except KeyboardInterrupt as exc:
         raise Interrupted("interrupted: workers stopped, temporaries removed") from exc
     finally:
+        if pool is not None:
+            pool.close()
         shutil.rmtree(root, ignore_errors=True)
     return report
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a directory")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not probe.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory" if probe == out
+                         else f"--out {out} cannot be created: {probe} is a file")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out} is not writable")
 
 
-def _run_jobs(jobs: list[Job], workers: int, progress: Progress) -> list[JobResult]:
-    if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for job in jobs:
-            results.append(run_job(job, progress.stage))
-            _finished(progress, results[-1])
-        return results
-    return _run_parallel(jobs, workers, progress)
+def _start_workers(opts: ExportOptions, plan: list[tuple[str, Recipe]], cache: Cache | None,
+                   root: Path) -> WorkerPool | None:
+    """Before the model is loaded, start a worker (which imports its toolchain at once) for
+    each job that the cache will probably not answer, up to --jobs; a lone job runs here."""
+    likely = [t for t, r in plan
+              if cache is None or not cache.predicts_hit(hint_of(opts.model, t, r.sha256))]
+    if opts.jobs <= 1 or len(likely) <= 1:
+        return None
+    return WorkerPool(likely[:opts.jobs], root, debug=opts.debug)
 
 
-def _run_parallel(jobs: list[Job], workers: int, progress: Progress) -> list[JobResult]:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        events = manager.Queue()
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx)
+def _with_cache_keys(jobs: list[Job], inputs_sha256: dict[str, str]) -> list[Job]:
+    if not jobs or jobs[0].cache_dir is None:
+        return jobs
+    from edge_export.cache import job_key
+    from edge_export.exporter import get_exporter
+
+    return [replace(j, cache_key=job_key(j, get_exporter(j.target), inputs_sha256)) for j in jobs]
+
+
+def _run_jobs(jobs: list[Job], pool: WorkerPool | None, workers: int, root: Path,
+              progress: Progress, debug: bool) -> list[JobResult]:
+    """Cached jobs (only packaged) and, without workers, all jobs run in this process."""
+    remote = [i for i, job in enumerate(jobs) if workers > 1 and not _cached(job)]
+    if pool is None and len(remote) <= 1:
+        remote = []
+    results: dict[int, JobResult] = {}
+    for i, job in enumerate(jobs):
+        if i not in remote:
+            results[i] = run_job(job, progress.stage)
+            _finished(progress, results[i])
+    if remote:
+        own = None if pool is not None else WorkerPool([], root, debug=debug)
         try:
-            futures = [pool.submit(_worker, job, events) for job in jobs]
-            pending = set(futures)
-            while pending:
-                _drain(events, progress)
-                for fut in [f for f in pending if f.done()]:
-                    pending.discard(fut)
-                    _finished(progress, fut.result())
-                if pending:
-                    _wait_event(events, progress)
-            _drain(events, progress)
-            return [f.result() for f in futures]
-        except BaseException:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            done = (pool or own).run([jobs[i] for i in remote], min(workers, len(remote)),
+                                     progress.stage, lambda result: _finished(progress, result))
         finally:
-            pool.shutdown(wait=True)
+            if own is not None:
+                own.close()
+        results.update(zip(remote, done, strict=True))
+    return [results[i] for i in range(len(jobs))]
 
 
-def _worker(job: Job, events: Any) -> JobResult:
-    return run_job(job, lambda key, stage: events.put((key, stage)))
+def _cached(job: Job) -> bool:
+    from edge_export.cache import Cache
+
+    return job.cache_key is not None and Cache(job.cache_dir).contains(job.cache_key)
 
 
-def _wait_event(events: Any, progress: Progress) -> None:
-    import queue
-
-    try:
-        key, stage = events.get(timeout=0.2)
-    except queue.Empty:
-        return
-    progress.stage(key, stage)
-
-
-def _drain(events: Any, progress: Progress) -> None:
-    while not events.empty():
-        key, stage = events.get()
-        progress.stage(key, stage)
+def _remember(opts: ExportOptions, cache: Cache | None, jobs: list[Job],
+              results: list[JobResult]) -> None:
+    """Hints for the next run's decision to start workers early."""
+    for job, result in zip(jobs, results, strict=True):
+        if cache is not None and job.cache_key and result.status != "error":
+            cache.remember(hint_of(opts.model, job.target, job.recipe.sha256), job.cache_key)
 
 
 def _finished(progress: Progress, result: JobResult) -> None:
@@ -222,10 +233,15 @@ def _publish(report: RunReport, jobs: list[Job], out: Path, model: ModelInfo) ->
     for job, result in zip(jobs, report.results, strict=True):
         if result.staged is None:
             continue
+        archive = None
         if result.status in ("passed", "not-run"):
             dest = package_dir(out, model.name, model.version, job.target, job.recipe.name)
+            archive = write_zip(result.staged, result.staged.parent / zip_name(
+                model.name, model.version, job.target, job.recipe.name))
         else:
             dest = failed_dir(out, model.name, model.version, job.target, job.recipe.name)
         publish(result.staged, dest)
+        if archive is not None:
+            os.replace(archive, dest.parent / archive.name)
         report.published[job.key] = dest
 

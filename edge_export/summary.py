@@ -39,12 +39,26 @@ def report_json(report: RunReport) -> dict[str, Any]:
             },
             "accuracy": manifest.get("accuracy"),
             "timings": result.timings,
+            "latency": result.latency,
         }
         if result.error:
             entry["error"] = {"code": result.error_code, "message": result.error}
         packages.append(entry)
     ok = report.exit_code == 0
-    return {"ok": ok, "packages": packages}
+    error = run_error(report)
+    return {"ok": ok, "packages": packages, **({"error": error} if error else {})}
+
+
+def run_error(report: RunReport) -> dict[str, Any] | None:
+    """The run's failure as one ``{code, message}``: each broken (target, recipe) with its
+    cause, then what did succeed — the line the CLI prints as ``error:``."""
+    if report.exit_code == 0:
+        return None
+    broken = [f"{r.target}/{r.recipe}: {r.error or (r.parity or {}).get('reason') or r.status}"
+              for r in report.results if r.status in ("error", "failed")]
+    succeeded = [f"{r.target}/{r.recipe}" for r in report.results if r.status in ("passed", "not-run")]
+    message = "; ".join(broken) + (f" (succeeded: {', '.join(succeeded)})" if succeeded else "")
+    return {"code": report.exit_code, "message": " ".join(message.split())}
 
 
 def print_summary(report: RunReport, out: Path) -> None:

@@ -7,6 +7,7 @@ which every (target, recipe) job reads, wherever it runs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_export.cache import arrays_sha256
+from edge_export.capture import toolchain_output
 from edge_export.data import load_samples, random_samples
 from edge_export.errors import ToolchainError, UsageError, summarize_exception
 from edge_export.hashing import weights_sha256
@@ -26,6 +29,7 @@ from edge_export.loading import LoadedModel, eager_outputs, load_model
 class Workspace:
     model: ModelInfo
     parity_from: str
+    inputs_sha256: dict[str, str]  # exported graph and data hashes, for the cache key
 
 
 def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
@@ -53,7 +57,8 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
     if calibration:
         np.savez(folder / "calibration.npz", **stable_arrays(calibration, "in_"))
     try:
-        program = torch.export.export(loaded.module, loaded.example_inputs)
+        with toolchain_output(folder / "export.log", enabled=not opts.debug):  # torch prints graphs
+            program = torch.export.export(loaded.module, loaded.example_inputs)
     except Exception as exc:  # noqa: BLE001 - summarised for the user, traceback on --debug
         raise export_failure(exc, opts.model) from exc
     torch.export.save(program, str(folder / "program.pt2"))
@@ -65,7 +70,23 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
         labels=tuple(loaded.labels) if loaded.labels else None,
         preprocessing=loaded.preprocessing, weights_sha256=weights_sha256(loaded.module),
         trust_pickle=opts.trust_pickle, input_overrides=tuple(opts.inputs))
-    return Workspace(model, parity_from)
+    return Workspace(model, parity_from, {"graph": graph_sha256(program), **data_sha256(folder)})
+
+
+def graph_sha256(program: Any) -> str:
+    """The exported graph's ops, arguments and signature (weights are hashed separately)."""
+    text = f"{program.graph}\n{program.graph_signature}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def data_sha256(folder: Path) -> dict[str, str]:
+    hashes = {}
+    for name in ("parity", "calibration", "eval"):
+        path = folder / f"{name}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as npz:
+                hashes[name] = arrays_sha256({k: npz[k] for k in npz.files})
+    return hashes
 
 
 def _torch(sample: tuple[np.ndarray, ...]) -> tuple[Any, ...]:

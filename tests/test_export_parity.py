@@ -53,6 +53,7 @@ def test_json_shape_and_hashes(digits_all):
         assert artifact.exists()
         assert artifact_sha256(artifact) == (pkg["sha256"], pkg["bytes"])
         assert Path(pkg["path"]) == out / "digits-0.1.0" / f"{pkg['target']}-fp32"
+        assert pkg["latency"]["median_ms"] > 0 and pkg["latency"]["threads"] == 1
 
 
 def test_manifest_is_schema_valid_and_complete(digits_all):
@@ -73,7 +74,7 @@ def test_manifest_is_schema_valid_and_complete(digits_all):
         assert "conversion_date" not in json.dumps(manifest)
         parity = json.loads((root / "parity.json").read_text())
         assert parity["parity"]["status"] == manifest["parity"]["status"] == "passed"
-        assert parity["latency"]["median_ms"] > 0
+        assert "latency" not in parity  # measured per run, kept out of reproducible packages
 
 
 def test_golden_files_reproduce_pytorch(digits_all):

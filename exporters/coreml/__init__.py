@@ -30,11 +30,14 @@ class CoreMLExporter(Exporter):
     schemes = SCHEMES
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
+        import torch
+
         ct = coremltools()
         precision = recipe.param("compute_precision", "float32")
         program = prepared.program
-        if hasattr(program, "run_decompositions"):  # coremltools 9 needs core ATen ops
-            program = program.run_decompositions({})
+        if not isinstance(program, torch.export.ExportedProgram):  # quantized in PyTorch
+            program = torch.export.export(program, prepared.example_inputs)
+        program = program.run_decompositions({})  # coremltools 9 needs core ATen ops
         mlmodel = ct.convert(
             program,
             inputs=[ct.TensorType(name=n, shape=tuple(t.shape))
@@ -51,7 +54,16 @@ class CoreMLExporter(Exporter):
         for key in VOLATILE_METADATA:  # wall-clock data would make packages non-reproducible
             mlmodel.user_defined_metadata.pop(key, None)
         mlmodel.save(str(dest))
+        # Protobuf maps serialise in arbitrary order; rewrite the spec deterministically.
+        spec_file = dest / "Data" / "com.apple.CoreML" / "model.mlmodel"
+        spec_file.write_bytes(mlmodel.get_spec().SerializeToString(deterministic=True))
         _stabilise_manifest(dest)
+        _stabilise_spec(dest)
+
+    def preload(self) -> None:
+        coremltools()
+        if sys.platform != "darwin":
+            from . import mil_reference  # noqa: F401
 
     def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
         if sys.platform == "darwin":
@@ -92,6 +104,17 @@ def _coreml_runner(artifact: Path) -> Runner:
         return [np.asarray(out[name]) for name in out_names]
 
     return run
+
+
+def _stabilise_spec(package: Path) -> None:
+    """Protobuf writes map fields (op attributes, metadata) in hash order, which differs
+    from process to process; rewrite the spec with sorted maps."""
+    from coremltools.proto import Model_pb2
+
+    for path in package.rglob("*.mlmodel"):
+        spec = Model_pb2.Model()
+        spec.ParseFromString(path.read_bytes())
+        path.write_bytes(spec.SerializeToString(deterministic=True))
 
 
 def _stabilise_manifest(package: Path) -> None:

@@ -141,14 +141,19 @@ class _Step:
 # --------------------------------------------------------------------------
 
 
+# Numerical Recipes erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z/2); P's coefficients, highest power first.
+_ERFC_COEFFS = (
+    0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807,
+    -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223,
+)  # fmt: skip
+
+
 def _erf(x: np.ndarray) -> np.ndarray:
     """erf to ~1e-7 absolute (Taylor near 0, Numerical Recipes erfc outside)."""
     x64 = np.asarray(x, dtype=np.float64)
     z = np.abs(x64)
     t = 1.0 / (1.0 + 0.5 * z)
-    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
+    poly = np.polyval(_ERFC_COEFFS, t)
     tail = np.sign(x64) * (1.0 - t * np.exp(-z * z + poly))
     x2 = x64 * x64
     term = x64.copy()
@@ -396,9 +401,7 @@ def _spatial_pads(
     raise ValueError(f"unknown pad_type {pad_type!r}")
 
 
-def _windows(
-    xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
-) -> np.ndarray:
+def _windows(xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]) -> np.ndarray:
     """View (N, C, *out, *kernel) of the strided, dilated windows of padded ``xp``."""
     rank = len(kernel)
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
@@ -469,9 +472,7 @@ def _conv_transpose(a: Args, step: _Step) -> np.ndarray:
     return _add_bias(y, a.get("bias"))
 
 
-def _transpose_crop(
-    a: Args, step: _Step, in_sizes: Sequence[int], full: Sequence[int]
-) -> list[slice]:
+def _transpose_crop(a: Args, step: _Step, in_sizes: Sequence[int], full: Sequence[int]) -> list[slice]:
     rank = len(full)
     pad_type = _str(a, "pad_type", "valid")
     strides = _ints(a.get("strides"), [1] * rank)
@@ -515,10 +516,7 @@ def _pool_geometry(
 
 def _pool_windows(a: Args, step: _Step, x: np.ndarray, fill: float) -> tuple[np.ndarray, Any]:
     kernel, strides, pads, out = _pool_geometry(a, step, x)
-    ext = [
-        (b, max(e, (o - 1) * s + k - i - b))
-        for i, k, s, (b, e), o in zip(x.shape[2:], kernel, strides, pads, out)
-    ]
+    ext = [(b, max(e, (o - 1) * s + k - i - b)) for i, k, s, (b, e), o in zip(x.shape[2:], kernel, strides, pads, out)]
     xp = np.pad(x, [(0, 0), (0, 0), *ext], constant_values=fill)
     win = _windows(xp, kernel, strides, [1] * len(kernel))
     win = win[(slice(None), slice(None), *[slice(0, o) for o in out])]
@@ -635,10 +633,8 @@ def _stack(a: Args, step: _Step) -> np.ndarray:
 def _split(a: Args, step: _Step) -> tuple[np.ndarray, ...]:
     x = a["x"]
     axis = _int(a, "axis", 0)
-    if a.get("split_sizes") is not None:
-        cuts = np.cumsum(_ints(a["split_sizes"], []))[:-1]
-    else:
-        cuts = int(a["num_splits"])
+    sizes = a.get("split_sizes")
+    cuts = int(a["num_splits"]) if sizes is None else np.cumsum(_ints(sizes, []))[:-1]
     return tuple(np.split(x, cuts, axis=axis))
 
 
@@ -679,8 +675,7 @@ def _slice_by_size(a: Args, step: _Step) -> np.ndarray:
     begin = _ints(a["begin"], [])
     size = _ints(a["size"], [])
     index = tuple(
-        slice(b % d if d else 0, None if s == -1 else (b % d if d else 0) + s)
-        for b, s, d in zip(begin, size, x.shape)
+        slice(b % d if d else 0, None if s == -1 else (b % d if d else 0) + s) for b, s, d in zip(begin, size, x.shape)
     )
     return x[index]
 
@@ -1234,9 +1229,7 @@ def _walk_ops(block: Any) -> Iterator[Any]:
 
 
 def _is_constant(op: Any) -> bool:
-    return op.op_type == "const" or (
-        bool(op.outputs) and all(getattr(o, "val", None) is not None for o in op.outputs)
-    )
+    return op.op_type == "const" or (bool(op.outputs) and all(getattr(o, "val", None) is not None for o in op.outputs))
 
 
 def _materialise(op: Any) -> tuple[Any, ...]:
@@ -1256,9 +1249,7 @@ class Program:
     """A loaded ML Program ``main`` function, ready to run on numpy inputs."""
 
     def __init__(self, function: Any) -> None:
-        self._inputs = {
-            name: (_np_dtype(var), var.shape) for name, var in function.inputs.items()
-        }
+        self._inputs = {name: (_np_dtype(var), var.shape) for name, var in function.inputs.items()}
         self.input_names: list[str] = list(self._inputs)
         self.output_names: list[str] = [v.name for v in function.outputs]
         self._output_dtypes = [_np_dtype(v) for v in function.outputs]
@@ -1273,12 +1264,7 @@ class Program:
         if not self._unsupported:
             for op in function.operations:
                 self._add_op(op)
-        fp16 = any(
-            _np_dtype(o) == np.float16
-            for op in function.operations
-            if not _is_constant(op)
-            for o in op.outputs
-        )
+        fp16 = any(_np_dtype(o) == np.float16 for op in function.operations if not _is_constant(op) for o in op.outputs)
         self.compute_precision: str = "float16" if fp16 else "float32"
 
     def _add_op(self, op: Any) -> None:
@@ -1309,9 +1295,7 @@ class Program:
     def _prepare_input(self, name: str, value: Any) -> np.ndarray:
         dtype, shape = self._inputs[name]
         arr = np.asarray(value)
-        if len(shape) != arr.ndim or any(
-            isinstance(d, (int, np.integer)) and d != n for d, n in zip(shape, arr.shape)
-        ):
+        if len(shape) != arr.ndim or any(isinstance(d, (int, np.integer)) and d != n for d, n in zip(shape, arr.shape)):
             raise ValueError(f"input {name!r}: expected shape {tuple(shape)}, got {arr.shape}")
         return _to_compute(arr if dtype is None else arr.astype(dtype), dtype)
 
@@ -1329,16 +1313,11 @@ class Program:
         with np.errstate(all="ignore"):
             for step in self._steps:
                 self._execute(step, env)
-        return {
-            name: _to_external(env[name], dtype)
-            for name, dtype in zip(self.output_names, self._output_dtypes)
-        }
+        return {name: _to_external(env[name], dtype) for name, dtype in zip(self.output_names, self._output_dtypes)}
 
     @staticmethod
     def _execute(step: _Step, env: dict[str, Any]) -> None:
-        a = {
-            k: env[v] if isinstance(v, str) else [env[n] for n in v] for k, v in step.args
-        }
+        a = {k: env[v] if isinstance(v, str) else [env[n] for n in v] for k, v in step.args}
         try:
             out = step.kernel(a, step)
         except Exception as exc:

@@ -10,6 +10,7 @@ import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, package_version
 
+from .patterns import skip_unmatchable_patterns
 from .schemes import SCHEMES
 
 
@@ -21,11 +22,22 @@ class ExecuTorchExporter(Exporter):
     schemes = SCHEMES
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
+        import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        edge = to_edge_transform_and_lower(prepared.program, partitioner=[XnnpackPartitioner()])
+        program = prepared.program
+        if not isinstance(program, torch.export.ExportedProgram):  # quantized in PyTorch
+            program = torch.export.export(program, prepared.example_inputs)
+        with skip_unmatchable_patterns():
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         dest.write_bytes(edge.to_executorch().buffer)
+
+    def preload(self) -> None:
+        import executorch.kernels.quantized  # noqa: F401
+        import executorch.runtime  # noqa: F401
+        from executorch.backends.xnnpack.partition import xnnpack_partitioner  # noqa: F401
+        from executorch.exir import to_edge_transform_and_lower  # noqa: F401
 
     def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
         import executorch.kernels.quantized  # noqa: F401 - registers q/dq ops left outside XNNPACK

@@ -35,6 +35,10 @@ class LiteRTExporter(Exporter):
             content = bytes(prepared.post_convert(content))
         dest.write_bytes(content)
 
+    def preload(self) -> None:
+        import litert_torch  # noqa: F401
+        from ai_edge_litert import interpreter  # noqa: F401
+
     def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
         from ai_edge_litert.interpreter import Interpreter
 

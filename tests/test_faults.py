@@ -1,0 +1,154 @@
+"""Faults during a real export: SIGKILL, concurrent runs, Ctrl-C and a full disk.
+
+Each leaves ``--out`` holding either the previous package, intact, or the new one — never
+half of one — and the next run cleans what a dead run left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edge_export.bundle import check_integrity
+
+from .conftest import ROOT, run_cli
+from .test_bad_inputs import TINY, tmpfs
+
+pytestmark = pytest.mark.slow
+NAME = "tiny"
+
+
+def export_args(out: Path, *extra: str, targets: tuple[str, ...] = ("tflite",)) -> list[str]:
+    target_args = [a for t in targets for a in ("--target", t)]
+    return ["--model", TINY, *target_args, "--out", str(out), "--name", NAME, "--no-cache",
+            "--jobs", "1", *extra]
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen:
+    """The CLI in its own process group, so a signal reaches it and its workers alike."""
+    with open(log, "wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", "edge_export", *args], cwd=ROOT,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str, limit: float = 300) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the export ended (rc={proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def temporaries(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".")) and p.name != ".failed"]
+
+
+def package(out: Path, target: str = "tflite") -> Path:
+    return out / f"{NAME}-0.1.0" / f"{target}-fp32"
+
+
+def group_gone(pgid: int, limit: float = 30) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def published(tmp_path) -> tuple[Path, dict[str, str]]:
+    """--out holding one published package, and the hashes of its files."""
+    out = tmp_path / "out"
+    proc = run_cli(*export_args(out))
+    assert proc.returncode == 0, proc.stderr
+    return out, snapshot(out / f"{NAME}-0.1.0")
+
+
+def test_sigkill_while_writing_keeps_the_previous_package_and_a_rerun_cleans_up(published, tmp_path):
+    out, before = published
+    # Different parity samples give a different package: publishing it would change the hashes.
+    proc = start(export_args(out, "--parity-samples", "3"), tmp_path / "killed.log")
+    wait_for(lambda: any(out.glob(".tmp-*/tflite-fp32/*")), proc, "the package was being written")
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert any(out.glob(".tmp-*")), "killed mid-write, so its temporaries are still there"
+    assert snapshot(out / f"{NAME}-0.1.0") == before
+
+    rerun = run_cli(*export_args(out, "--parity-samples", "3"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert temporaries(out) == []
+    manifest = check_integrity(package(out))
+    assert len(manifest["golden"]["samples"]) == 4  # the example input plus 3
+    assert snapshot(out / f"{NAME}-0.1.0") != before
+
+
+def test_two_concurrent_exports_into_one_out_do_not_corrupt_each_other(tmp_path):
+    out = tmp_path / "out"
+    procs = [start(export_args(out, "--parity-samples", str(n)), tmp_path / f"run{n}.log") for n in (2, 3)]
+    codes = [p.wait(timeout=600) for p in procs]
+    logs = [(tmp_path / f"run{n}.log").read_text() for n in (2, 3)]
+    assert codes == [0, 0], logs
+    manifest = check_integrity(package(out))  # whole, and one of the two
+    assert len(manifest["golden"]["samples"]) in (3, 4)
+    assert temporaries(out) == []
+    assert sorted(p.name for p in (out / f"{NAME}-0.1.0").iterdir()) == [
+        "tflite-fp32", f"{NAME}-0.1.0-tflite-fp32.zip"]
+
+
+def test_ctrl_c_stops_workers_removes_temporaries_and_exits_130(tmp_path):
+    out = tmp_path / "out"
+    proc = start(export_args(out, "--jobs", "2", targets=("android", "tflite")), tmp_path / "int.log")
+    wait_for(lambda: any(out.glob(".tmp-*/workspace/program.pt2")), proc, "the jobs started")
+    os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(timeout=120)
+    log = (tmp_path / "int.log").read_text()
+    assert code == 130, log
+    assert group_gone(proc.pid), "a worker outlived Ctrl-C"
+    assert "Traceback" not in log and "interrupted" in log, log
+    assert temporaries(out) == [] and not (out / f"{NAME}-0.1.0").exists()
+
+
+def test_disk_full_while_writing_removes_temporaries_and_keeps_the_previous_package(tmp_path):
+    with tmpfs(tmp_path / "disk", "size=16m") as disk:
+        out = disk / "out"
+        first = run_cli(*export_args(out))
+        assert first.returncode == 0, first.stderr
+        before = snapshot(out / f"{NAME}-0.1.0")
+        _fill(disk / "filler.bin")
+        proc = run_cli(*export_args(out, "--parity-samples", "3"))
+        assert proc.returncode == 2, proc.stderr
+        assert "no space left on device" in proc.stderr and "Traceback" not in proc.stderr
+        assert snapshot(out / f"{NAME}-0.1.0") == before
+        assert temporaries(out) == []
+
+
+def _fill(path: Path) -> None:
+    """Fill the file system but for a few kilobytes: enough to start a run, not to finish it."""
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * (1 << 20))
+                fh.flush()
+        except OSError:
+            pass
+    size = path.stat().st_size
+    os.truncate(path, max(size - (48 << 10), 0))
