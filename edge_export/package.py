@@ -111,7 +111,9 @@ def clean_leftovers(out: Path) -> list[Path]:
     removed = []
     if not out.is_dir():
         return removed
-    for entry in out.iterdir():
+    # publish's fallback parks a replaced package beside it, one level down
+    nested = (e for d in out.iterdir() if d.is_dir() and not d.name.startswith(".") for e in d.iterdir())
+    for entry in [*out.iterdir(), *nested]:
         if entry.name.startswith(TMP_PREFIX) and not _pid_alive(entry.name):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)

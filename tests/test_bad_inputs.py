@@ -252,6 +252,8 @@ CASES = [
          ("android/fp32", "aten.round.decimals", "succeeded: tflite/fp32"), slow=True),
     # --- recipes and data -------------------------------------------------------------
     Case("recipe-unknown", lambda e: e.export("--recipe", "int3"), 2, ("unknown recipe 'int3'",)),
+    Case("recipe-unsupported-by-target", lambda e: e.export("--recipe", "int8-weight", target="android"), 2,
+         ("recipe 'int8-weight' is not supported on android", "android supports:")),
     Case("recipe-file-unsupported",
          lambda e: recipe_file(e, USER_RECIPE.format(target="tflite", extra='unsupported = "no int3 kernels"')),
          2, ("says it is unsupported", "no int3 kernels")),

@@ -88,7 +88,10 @@ def mlp_sizes(tmp_path_factory):
         for name in names:
             args += ["--recipe", name]
         proc, data = export_json(*args, timeout=1500)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        # Sizes are what this measures: a random-weight MLP's near-tied logits may miss a
+        # top-1 gate (exit 1), but every artifact must have been built (no exit 3).
+        assert proc.returncode in (0, 1), proc.stderr[-3000:]
+        assert all(p["status"] in ("passed", "failed") for p in data["packages"])
         sizes[target] = {p["recipe"]: p["bytes"] for p in data["packages"]}
     return sizes
 
