@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from edge_export.archive import MAX_EXTRACT_BYTES
 @click.command("verify")
 @click.option("--max-bytes", type=click.IntRange(1), default=MAX_EXTRACT_BYTES, show_default=True,
               help="Refuse a zip that extracts to more than this many bytes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.argument("package", type=click.Path(path_type=Path))
-def verify_cmd(package: Path, max_bytes: int) -> None:
+def verify_cmd(package: Path, max_bytes: int, as_json: bool) -> None:
     """Check PACKAGE (a package directory or its .zip): manifest schema, every file's
     sha256 and size, and its golden inputs re-run on the host runtime at the recipe's
     thresholds. Exit 0 ok, 1 mismatch, 2 malformed or unsafe input."""
@@ -22,6 +24,12 @@ def verify_cmd(package: Path, max_bytes: int) -> None:
 
     checked = verify(package, max_bytes)
     m, parity = checked.manifest, checked.parity
+    if as_json:
+        click.echo(json.dumps({"ok": True, "package": str(package), "name": m["name"],
+                               "version": m["version"], "target": m["target"],
+                               "recipe": m["recipe"]["name"], "files": len(m["files"]) + 1,
+                               "parity": parity.to_json()}, indent=2, sort_keys=True))
+        return
     what = f"{m['name']} {m['version']} {m['target']}/{m['recipe']['name']}"
     files = len(m["files"]) + 1
     if parity.status == "not-run":

@@ -342,15 +342,9 @@ def check_stderr(stderr: str, case: Case) -> str:
     return errors[0]
 
 
-def _verify_has_json() -> bool:
-    return any(p.name == "as_json" for p in cli.get_command(None, "verify").params)
-
-
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_bad_input_json(case: Case, env: Env):
     args = case.args(env)
-    if args[0] == "verify" and not _verify_has_json():
-        pytest.xfail("`edge-export verify` has no --json option yet (edge_export/release_cmd.py)")
     proc = run_cli(*args, "--json", cwd=env.tmp)
     assert proc.returncode == case.code, proc.stderr
     line = check_stderr(proc.stderr, case)
