@@ -61,7 +61,7 @@ def _tree_rss(root: int) -> int:
 def measure(cmd: list[str]) -> dict[str, float]:
     """Wall time and peak process-tree RSS of one run (sampled every 50 ms)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = [0]
 
     def sample() -> None:
@@ -71,12 +71,18 @@ def measure(cmd: list[str]) -> dict[str, float]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, err = proc.communicate()
+    out, err = proc.communicate()
     wall = time.perf_counter() - start
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
-    return {"wall_s": wall, "peak_rss_mb": peak[0] / 2**20}
+    return {"wall_s": wall, "peak_rss_mb": peak[0] / 2**20, "stdout": out.decode()}
+
+
+def all_cached(run: dict) -> bool:
+    """Whether a --json run took every artifact from the cache (a source edit between
+    runs changes the key, and then the 'warm' run was not one)."""
+    return all("cached" in p["timings"] for p in json.loads(run["stdout"])["packages"])
 
 
 def median(runs: list[dict[str, float]], key: str) -> float:
@@ -125,7 +131,8 @@ def bench_model(name: str, spec: str, runs: int, work: Path) -> dict:
                               "all_wall_s": [round(r["wall_s"], 2) for r in ours]},
               "direct": {"wall_s": median(direct, "wall_s"), "peak_rss_mb": median(direct, "peak_rss_mb"),
                          "all_wall_s": [round(r["wall_s"], 2) for r in direct]},
-              "warm": {"wall_s": median(warm, "wall_s"), "peak_rss_mb": median(warm, "peak_rss_mb")},
+              "warm": {"wall_s": median(warm, "wall_s"), "peak_rss_mb": median(warm, "peak_rss_mb"),
+                       "all_cached": all(all_cached(r) for r in warm)},
               "eager_latency_ms": eager_latency_ms(spec),
               "artifacts": artifacts(work / f"{name}-ours-0")}
     result["export_ratio"] = round(result["edge_export"]["wall_s"] / result["direct"]["wall_s"], 3)
@@ -167,7 +174,8 @@ def markdown(results: dict) -> str:
     for name, r in results["models"].items():
         lines.append(f"| {name} | {r['edge_export']['wall_s']:.1f} | {r['direct']['wall_s']:.1f} | "
                      f"{r['export_ratio']:.2f} | {r['edge_export']['peak_rss_mb']:.0f} / "
-                     f"{r['direct']['peak_rss_mb']:.0f} | {r['rss_ratio']:.2f} | {r['warm']['wall_s']:.2f} |")
+                     f"{r['direct']['peak_rss_mb']:.0f} | {r['rss_ratio']:.2f} | {r['warm']['wall_s']:.2f}"
+                     f"{'' if r['warm']['all_cached'] else ' (not all cached!)'} |")
     lines += ["", "| model | target | artifact bytes | host runtime | latency (ms) | PyTorch eager (ms) |",
               "|---|---|---|---|---|---|"]
     for name, r in results["models"].items():
