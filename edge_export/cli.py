@@ -168,6 +168,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
     from edge_export.tensors import parse_input_spec
 
     specs = tuple(parse_input_spec(s) for s in inputs)
+    _check_package_id(name, pkg_version)
     with _stdout_for_json(as_json) as emit:
         from edge_export.cache import default_dir as default_cache_dir
         from edge_export.pipeline import ExportOptions, resolve_recipes, resolve_targets, run_export
@@ -195,6 +196,19 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
         if error:
             click.echo(f"error: {error['message']}", err=True)
     raise SystemExit(report.exit_code)
+
+
+def _check_package_id(name: str | None, version: str) -> None:
+    """Names and versions become folder and file names: refuse what could not be one."""
+    import re
+
+    from edge_export.errors import UsageError
+
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UsageError(f"--name {name!r} is not a valid package name",
+                         hint="use letters, digits, '.', '_' and '-'")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", version):
+        raise UsageError(f"--version {version!r} is not a valid version", hint="e.g. 1.2.0")
 
 
 @cli.command("recipes")
