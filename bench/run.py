@@ -101,15 +101,15 @@ def eager_latency_ms(spec: str, runs: int = 20) -> float:
     return round(float(out.stdout.split()[-1]), 4)
 
 
-def artifacts(out: Path) -> list[dict]:
+def artifacts(run: dict) -> list[dict]:
+    """Bytes from each manifest, host latency (median of 20 runs, 1 thread) from --json."""
     rows = []
-    for manifest_path in sorted(out.glob("*/*/manifest.json")):
-        manifest = json.loads(manifest_path.read_text())
-        parity = json.loads((manifest_path.parent / "parity.json").read_text())
-        latency = parity.get("latency") or {}
-        rows.append({"target": manifest["target"], "recipe": manifest["recipe"]["name"],
-                     "bytes": manifest["artifact"]["bytes"], "runtime": parity["parity"]["runtime"],
-                     "latency_ms": latency.get("median_ms"), "parity": parity["parity"]["status"]})
+    for package in json.loads(run["stdout"])["packages"]:
+        manifest = json.loads((Path(package["path"]) / "manifest.json").read_text())
+        latency = package.get("latency") or {}
+        rows.append({"target": package["target"], "recipe": package["recipe"],
+                     "bytes": manifest["artifact"]["bytes"], "runtime": manifest["parity"]["runtime"],
+                     "latency_ms": latency.get("median_ms"), "parity": manifest["parity"]["status"]})
     return rows
 
 
@@ -134,7 +134,7 @@ def bench_model(name: str, spec: str, runs: int, work: Path) -> dict:
               "warm": {"wall_s": median(warm, "wall_s"), "peak_rss_mb": median(warm, "peak_rss_mb"),
                        "all_cached": all(all_cached(r) for r in warm)},
               "eager_latency_ms": eager_latency_ms(spec),
-              "artifacts": artifacts(work / f"{name}-ours-0")}
+              "artifacts": artifacts(ours[0])}
     result["export_ratio"] = round(result["edge_export"]["wall_s"] / result["direct"]["wall_s"], 3)
     result["rss_ratio"] = round(result["edge_export"]["peak_rss_mb"] / result["direct"]["peak_rss_mb"], 3)
     return result

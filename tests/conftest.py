@@ -16,6 +16,14 @@ DIGITS = f"{EXAMPLES / 'digits.py'}:build"
 TRANSFORMER = f"{EXAMPLES / 'transformer.py'}:build"
 
 
+def pytest_configure(config) -> None:
+    """A fresh content cache per test session (subprocesses inherit it): parity tests must
+    exercise the real toolchains, never artifacts cached by an earlier run on this machine."""
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="edge-export-test-cache-")
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: int = 600) -> subprocess.CompletedProcess:
     """The real console entry point in a subprocess (what a user runs)."""
@@ -45,5 +53,5 @@ def digits_all(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, Pat
 @pytest.fixture(scope="session")
 def transformer_all(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, Path]:
     out = tmp_path_factory.mktemp("transformer_all")
-    proc, data = export_json("--model", TRANSFORMER, "--target", "all", "--out", str(out))
+    proc, data = export_json("--model", TRANSFORMER, "--target", "all", "--out", str(out), "--no-cache")
     return proc, data, out
