@@ -45,7 +45,7 @@ def export_json(*args: str, **kw) -> tuple[subprocess.CompletedProcess, dict]:
 @pytest.fixture(scope="session")
 def digits_all(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, Path]:
     out = tmp_path_factory.mktemp("digits_all")
-    proc, data = export_json("--model", DIGITS, "--target", "all", "--out", str(out),
+    proc, data = export_json("--model", DIGITS, "--target", "all", "--out", str(out), "--no-cache",
                              "--validation-data", str(EXAMPLES / "data" / "digits_val.npz"))
     return proc, data, out
 
