@@ -17,6 +17,8 @@ METRIC_KEYS = ("max_abs", "mean_abs", "cosine", "snr_db", "top1_agreement")
 
 def report_json(report: RunReport) -> dict[str, Any]:
     packages = []
+    fp32_bytes = {r.target: (r.manifest or {}).get("artifact", {}).get("bytes")
+                  for r in report.results if r.recipe == "fp32"}
     for result in report.results:
         manifest = result.manifest or {}
         artifact = manifest.get("artifact", {})
@@ -31,6 +33,9 @@ def report_json(report: RunReport) -> dict[str, Any]:
             "artifact": str(path / artifact["path"]) if path and artifact else None,
             "sha256": artifact.get("sha256"),
             "bytes": artifact.get("bytes"),
+            # Against the fp32 artifact of the same target, when this run built one.
+            "bytes_ratio_to_fp32": (round(artifact["bytes"] / fp32_bytes[result.target], 4)
+                                    if artifact and fp32_bytes.get(result.target) else None),
             "parity": {
                 "status": parity["status"], "runtime": parity["runtime"],
                 "reason": parity["reason"],

@@ -93,6 +93,8 @@ def mlp_sizes(tmp_path_factory):
         assert proc.returncode in (0, 1), proc.stderr[-3000:]
         assert all(p["status"] in ("passed", "failed") for p in data["packages"])
         sizes[target] = {p["recipe"]: p["bytes"] for p in data["packages"]}
+        for pkg in data["packages"]:  # the ratio the run reports is the one measured here
+            assert pkg["bytes_ratio_to_fp32"] == pytest.approx(pkg["bytes"] / sizes[target]["fp32"], abs=1e-4)
     return sizes
 
 
