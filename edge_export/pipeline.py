@@ -130,6 +130,7 @@ def run_export(opts: ExportOptions) -> RunReport:
                              hint="pass --calibration-data FILE.npz|FILE.pt|IMAGE_DIR")
     _check_out(opts.out)
     clean_leftovers(opts.out)
+    created_out = not opts.out.exists()
     root = staging_root(opts.out)
     report = RunReport()
     progress = Progress([(t, r.name) for t, r in plan], quiet=opts.quiet)
@@ -155,6 +156,8 @@ def run_export(opts: ExportOptions) -> RunReport:
         if pool is not None:
             pool.close()
         shutil.rmtree(root, ignore_errors=True)
+        if created_out and not any(opts.out.iterdir()):
+            opts.out.rmdir()  # a run that published nothing leaves no trace
     return report
 
 

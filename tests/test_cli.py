@@ -55,3 +55,10 @@ def test_recipes_matrix_json_lists_every_target():
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and "edge-export" in result.output
+
+
+def test_failed_run_leaves_no_new_out_directory(tmp_path):
+    out = tmp_path / "new-out"
+    result = invoke("--model", str(tmp_path / "missing.py") + ":build", "--target", "tflite", "--out", str(out))
+    assert result.exit_code == 2
+    assert not out.exists()
