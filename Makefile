@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast lint bench release demo-apps clean
+.PHONY: setup demo test test-fast lint bench bench-quant release demo-apps clean
 
 # The environment: torch is pinned to exactly 2.13.0 (the CPU wheel on the machines'
 # disk); constraints.txt pins every other package to the set the suite was run with.
@@ -39,6 +39,11 @@ test-fast: setup
 # writes bench/results.json and bench/RESULTS.md (README's Performance section shows it).
 bench: setup
 	$(BIN)/python bench/run.py $(if $(RUNS),--runs $(RUNS)) $(if $(MODELS),--models $(MODELS))
+
+# Static int8 recipe evidence (observers, layers kept float) on a depthwise CNN and digits, all
+# three targets: writes bench/quantization.json and bench/QUANTIZATION.md.
+bench-quant: setup
+	$(BIN)/python bench/quantization.py
 
 lint: setup
 	$(BIN)/ruff check .
