@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 FIRST, LAST = "@first", "@last"  # recipe tokens: the first / last weighted layer
-WEIGHTED_OPS = ("conv", "linear", "addmm", "mm")
+WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
+                          "conv_transpose2d", "conv_transpose3d", "linear", "addmm", "mm"})
 
 
 def run_pt2e(program: Any, quantizer: Any, calibration: Sequence[tuple[Any, ...]]) -> Any:
@@ -33,10 +34,12 @@ def weighted_layers(graph_module: Any) -> list[str]:
     """Module paths of conv/linear layers, in graph order (for @first / @last)."""
     found: list[str] = []
     for node in graph_module.graph.nodes:
-        if node.op == "call_function" and any(k in str(node.target) for k in WEIGHTED_OPS):
-            names = module_names(node)
-            if names and names[-1] not in found:
-                found.append(names[-1])
+        parts = str(node.target).split(".")  # e.g. aten.conv2d.default
+        if node.op != "call_function" or len(parts) < 2 or parts[1] not in WEIGHTED_OPS:
+            continue
+        names = [n for n in module_names(node) if n]  # "" is the root: it would match all
+        if names and names[-1] not in found:
+            found.append(names[-1])
     return found
 
 

@@ -1,0 +1,230 @@
+"""``make bench-quant``: the evidence for the shipped static-int8 recipes.
+
+Runs edge-export (``--json --no-cache``) on a depthwise-heavy CNN (``examples/dwnet.py``)
+and the digits CNN, per target: ``fp32`` (the size reference), the shipped ``int8-static``
+with its own gates, and user recipe files that change one parameter of it (the observer,
+or which layers stay float). Variants get open gates so a bad one is still measured; the
+table also says whether each would pass the shipped recipe's gates. Writes
+bench/quantization.json and bench/QUANTIZATION.md.
+
+Usage: python bench/quantization.py [--models dwnet,digits] [--targets android,ios,tflite] [--render-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {"dwnet": "examples/dwnet.py:build", "digits": "examples/digits.py:build"}
+DATA = {"--calibration-data": "examples/data/digits_calib.npz",
+        "--validation-data": "examples/data/digits_val.npz",
+        "--eval-data": "examples/data/digits_eval.npz"}
+SHIPPED = "int8-static"
+# Per target: variant name → the [quantize] keys changed in a copy of the shipped recipe.
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "android": {"keep-none": {"keep_float": []}, "keep-first-last": {"keep_float": ["@first", "@last"]}},
+    "ios": {"moving-average": {"observer": "moving-average"}},
+    "tflite": {"moving-average": {"observer": "moving-average"}},
+}
+OPEN_GATES = {"parity": {"cosine": -1.0, "snr_db": -1000.0, "top1_agreement": 0.0},
+              "accuracy": {"max_drop": 100.0}}
+DEFAULT_MAX_DROP = 1.0  # the 8-bit default when a recipe sets no [accuracy] max_drop
+
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value)  # strings, numbers and lists of strings are the same in TOML
+
+
+def set_key(text: str, section: str, key: str, value: Any) -> str:
+    """Set ``key`` in ``[section]`` of a TOML text (replacing its line, else appending it
+    to the section, else appending the section), keeping the file's comments."""
+    line = f"{key} = {toml_value(value)}"
+    header = re.search(rf"^\[{re.escape(section)}\]\s*$", text, re.M)
+    if header is None:
+        return text.rstrip("\n") + f"\n\n[{section}]\n{line}\n"
+    end = re.search(r"^\[", text[header.end():], re.M)
+    stop = header.end() + end.start() if end else len(text)
+    body = text[header.end():stop]
+    if re.search(rf"^{re.escape(key)}\s*=.*$", body, re.M):
+        body = re.sub(rf"^{re.escape(key)}\s*=.*$", line, body, count=1, flags=re.M)
+    else:
+        body = body.rstrip("\n") + f"\n{line}\n" + ("\n" if end else "")
+    return text[:header.end()] + body + text[stop:]
+
+
+def variant_recipe(target: str, name: str, changes: dict[str, Any], folder: Path) -> Path:
+    """A copy of the shipped recipe with ``changes`` in [quantize], its own name and open gates."""
+    text = (ROOT / "recipes" / target / f"{SHIPPED}.toml").read_text()
+    text = re.sub(r'^name = ".*"$', f'name = "{SHIPPED}-{name}"', text, count=1, flags=re.M)
+    for key, value in changes.items():
+        text = set_key(text, "quantize", key, value)
+    for section, values in OPEN_GATES.items():
+        for key, value in values.items():
+            text = set_key(text, section, key, value)
+    parsed = tomllib.loads(text)
+    assert parsed["name"] == f"{SHIPPED}-{name}"
+    assert all(parsed["quantize"][k] == v for k, v in changes.items()), text
+    path = folder / f"{target}-{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def shipped_gates(target: str) -> dict[str, Any]:
+    recipe = tomllib.loads((ROOT / "recipes" / target / f"{SHIPPED}.toml").read_text())
+    return {"parity": recipe.get("parity", {}),
+            "max_drop": recipe.get("accuracy", {}).get("max_drop", DEFAULT_MAX_DROP)}
+
+
+def passes(row: dict[str, Any], gates: dict[str, Any]) -> bool | None:
+    """Would this row pass the shipped recipe's quality gates (parity vs float + accuracy)?"""
+    if row.get("snr_db") is None or row.get("drop") is None:
+        return None
+    parity = gates["parity"]
+    return (row["snr_db"] >= parity.get("snr_db", -1e9) and row["cosine"] >= parity.get("cosine", -1)
+            and row["top1_agreement"] >= parity.get("top1_agreement", 0)
+            and row["drop"] <= gates["max_drop"])
+
+
+def run_target(model: str, target: str, workdir: Path) -> list[dict[str, Any]]:
+    """One edge-export run (export once, every recipe of this target); one row per recipe."""
+    variants = VARIANTS.get(target, {})
+    files = {f"{SHIPPED}-{n}": variant_recipe(target, n, c, workdir) for n, c in variants.items()}
+    recipes = ["fp32", SHIPPED, *map(str, files.values())]
+    cmd = [sys.executable, "-m", "edge_export", "--model", MODELS[model], "--target", target,
+           *[a for r in recipes for a in ("--recipe", r)], *[a for kv in DATA.items() for a in kv],
+           "--out", str(workdir / f"out-{model}-{target}"), "--no-cache", "--json"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = round(time.perf_counter() - start, 1)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        report = {"packages": [], "error": {"code": proc.returncode, "message": proc.stderr.strip()[-500:]}}
+    by_recipe = {p["recipe"]: p for p in report.get("packages", [])}
+    rows = []
+    for recipe in ["fp32", SHIPPED, *files]:
+        changes = variants.get(recipe.removeprefix(f"{SHIPPED}-"), {}) if recipe in files else {}
+        row = {"model": model, "target": target, "recipe": recipe, "changes": changes,
+               "gates": "open" if recipe in files else "shipped", "run_wall_s": wall}
+        package = by_recipe.get(recipe)
+        if package is None:
+            row.update(status="error", error=report.get("error", {}).get("message", "no result"))
+        else:
+            row.update(measure(package))
+        if recipe != "fp32":
+            row["passes_shipped_gates"] = passes(row, shipped_gates(target))
+        rows.append(row)
+    fp32_bytes = rows[0].get("bytes")
+    for row in rows:
+        if row.get("bytes") and fp32_bytes:
+            row["bytes_ratio_to_fp32"] = round(row["bytes"] / fp32_bytes, 3)
+    return rows
+
+
+def measure(package: dict[str, Any]) -> dict[str, Any]:
+    (metrics,) = package["parity"]["outputs"].values() or ({},)
+    accuracy = package.get("accuracy") or {}
+    row = {"status": package["status"], "runtime": package["parity"]["runtime"],
+           "snr_db": metrics.get("snr_db"), "cosine": metrics.get("cosine"),
+           "top1_agreement": metrics.get("top1_agreement"),
+           "float_accuracy": accuracy.get("float"), "artifact_accuracy": accuracy.get("artifact"),
+           "drop": accuracy.get("drop"), "eval_samples": accuracy.get("samples"),
+           "bytes": package.get("bytes"),
+           "stage_s": round(sum((package.get("timings") or {}).values()), 1)}
+    if package.get("error") or package["status"] == "failed":
+        row["error"] = (package.get("error") or {}).get("message") or package["parity"]["reason"]
+    if package.get("path"):
+        row["tools"] = json.loads((Path(package["path"]) / "manifest.json").read_text()).get("tools")
+    return row
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "load_average_at_start": round(os.getloadavg()[0], 2),
+            "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def fmt(value: Any, spec: str = "") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = ["# Static int8 recipes: measured", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['platform']}; "
+             f"load average {m['load_average_at_start']} at start; {m['date_utc']}. "
+             f"Tools: {json.dumps(result['tools'])}.", "",
+             "Produced by `make bench-quant` (`bench/quantization.py`). Data: calibration "
+             "`digits_calib.npz` (the recipe's sample count), SNR/cosine/top-1 agreement of the logits vs "
+             "float PyTorch on `digits_val.npz` (32 held-out images + the example input), accuracy on "
+             "`digits_eval.npz` (450 held-out images). `int8-static` is the shipped recipe with its own "
+             "gates; the other quantized rows are copies of it with one change and open gates "
+             "(`shipped gates?` applies the shipped recipe's parity thresholds and accuracy drop to them).", "",
+             "| model | target | recipe | change | status | shipped gates? | SNR dB | cosine | top-1 agr. "
+             "| float acc % | artifact acc % | drop (pts) | bytes | × fp32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        change = ", ".join(f"{k} = {json.dumps(v)}" for k, v in r["changes"].items()) or "–"
+        gate = {True: "yes", False: "**no**", None: "–"}[r.get("passes_shipped_gates")]
+        status = r["status"] if not r.get("error") else f"{r['status']}: {r['error'][:80]}"
+        lines.append(f"| {r['model']} | {r['target']} | {r['recipe']} | {change} | {status} | {gate} "
+                     f"| {fmt(r.get('snr_db'), '.1f')} | {fmt(r.get('cosine'), '.5f')} "
+                     f"| {fmt(r.get('top1_agreement'), '.3f')} | {fmt(r.get('float_accuracy'), '.2f')} "
+                     f"| {fmt(r.get('artifact_accuracy'), '.2f')} | {fmt(r.get('drop'), '.2f')} "
+                     f"| {fmt(r.get('bytes'), ',')} | {fmt(r.get('bytes_ratio_to_fp32'), '.3f')} |")
+    dated = result.get("conclusions_from_run", m["date_utc"])
+    lines += ["", f"## Conclusions (written from the numbers of the {dated} run)", "",
+              result.get("conclusions") or "(not written yet)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--targets", default="android,ios,tflite")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite QUANTIZATION.md from quantization.json (after editing its conclusions)")
+    args = parser.parse_args()
+    if args.render_only:
+        (ROOT / "bench" / "QUANTIZATION.md").write_text(
+            markdown(json.loads((ROOT / "bench" / "quantization.json").read_text())))
+        return
+    result: dict[str, Any] = {"machine": machine(), "rows": []}
+    with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
+        for model in args.models.split(","):
+            for target in args.targets.split(","):
+                print(f"{model} / {target} ...", file=sys.stderr, flush=True)
+                rows = run_target(model, target, Path(tmp))
+                result["rows"] += rows
+                for r in rows:
+                    print(f"  {r['recipe']}: {r['status']} snr={r.get('snr_db')} drop={r.get('drop')} "
+                          f"bytes={r.get('bytes')} {r.get('error', '')[:200]}", file=sys.stderr, flush=True)
+    result["tools"] = {}
+    for r in result["rows"]:
+        result["tools"].update(r.pop("tools", None) or {})
+    previous = ROOT / "bench" / "quantization.json"
+    if previous.exists():  # conclusions are written by a person from a run's numbers; keep them, dated
+        old = json.loads(previous.read_text())
+        result["conclusions"] = old.get("conclusions", "")
+        result["conclusions_from_run"] = old.get("conclusions_from_run", old["machine"]["date_utc"])
+    previous.write_text(json.dumps(result, indent=2) + "\n")
+    (ROOT / "bench" / "QUANTIZATION.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
