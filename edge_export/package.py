@@ -7,7 +7,9 @@ Layout: ``OUT/<name>-<version>/<target>-<recipe>/`` holding the artifact,
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -134,6 +136,19 @@ def _pid_alive(name: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextlib.contextmanager
+def publish_lock(out: Path):
+    """Serialise publication into one --out across processes: a package folder and its zip
+    are swapped in as a pair, so two concurrent runs never leave one run's folder beside the
+    other's zip. The lock is on the directory itself, so it leaves no file behind."""
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock, also when the process dies
 
 
 def publish(staged: Path, dest: Path) -> None:

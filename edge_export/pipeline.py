@@ -22,12 +22,14 @@ from edge_export.errors import (
     UsageError,
 )
 from edge_export.exporter import target_names
+from edge_export.faultpoints import AFTER_EXPORT, BEFORE_PUBLISH, pause_point
 from edge_export.job import Job, JobResult, ModelInfo, run_job
 from edge_export.package import (
     clean_leftovers,
     failed_dir,
     package_dir,
     publish,
+    publish_lock,
     staging_root,
 )
 from edge_export.progress import Progress
@@ -146,9 +148,11 @@ def run_export(opts: ExportOptions) -> RunReport:
                     cache_dir=opts.cache_dir)
                 for t, r in plan]
         jobs = _with_cache_keys(jobs, prepared.inputs_sha256)
+        pause_point(AFTER_EXPORT)
         with progress:
             report.results = _run_jobs(jobs, pool, opts.jobs, root, progress, opts.debug)
         _remember(opts, cache, jobs, report.results)
+        pause_point(BEFORE_PUBLISH)
         _publish(report, jobs, opts.out, prepared.model)
     except KeyboardInterrupt as exc:
         raise Interrupted("interrupted: workers stopped, temporaries removed") from exc
@@ -233,6 +237,11 @@ def _finished(progress: Progress, result: JobResult) -> None:
 
 
 def _publish(report: RunReport, jobs: list[Job], out: Path, model: ModelInfo) -> None:
+    with publish_lock(out):
+        _publish_locked(report, jobs, out, model)
+
+
+def _publish_locked(report: RunReport, jobs: list[Job], out: Path, model: ModelInfo) -> None:
     for job, result in zip(jobs, report.results, strict=True):
         if result.staged is None:
             continue
