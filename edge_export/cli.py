@@ -157,13 +157,16 @@ def cli() -> None:
               metavar="FILE.html", help="Also write a self-contained HTML report of the packages.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout; logs go to stderr.")
+@click.option("--force", is_flag=True,
+              help="Replace a published package built from a different model (a released "
+                   "name/version is otherwise immutable).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], out: Path,
                name: str | None, pkg_version: str, inputs: tuple[str, ...], trust_pickle: bool,
                validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
                calibration_samples: int | None, eval_data: Path | None,
                max_accuracy_drop: float | None, jobs: int, cache_dir: Path | None, no_cache: bool,
-               report_path: Path | None, as_json: bool, debug: bool) -> None:
+               report_path: Path | None, as_json: bool, force: bool, debug: bool) -> None:
     """Export MODEL to each --target with each --recipe, verify, and package."""
     from edge_export.tensors import parse_input_spec
 
@@ -180,7 +183,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
             validation_data=validation_data, parity_samples=parity_samples,
             calibration_data=calibration_data, calibration_samples=calibration_samples,
             eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug,
-            cache_dir=None if no_cache else cache_dir or default_cache_dir())
+            force=force, cache_dir=None if no_cache else cache_dir or default_cache_dir())
         report = run_export(opts)
         if report_path is not None:
             from edge_export.report import write_report

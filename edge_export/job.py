@@ -46,6 +46,9 @@ class ModelInfo:
     weights_sha256: str
     trust_pickle: bool = False
     input_overrides: tuple[TensorSpec, ...] = ()
+    graph_sha256: str = ""  # the exported graph: same weights, other code is another model
+    output_kinds: tuple[str, ...] = ()  # class-logits | class-probabilities | tensor, per output
+    compression: dict[str, Any] = field(default_factory=dict)  # what the user already did
 
 
 @dataclass(frozen=True)
@@ -226,12 +229,14 @@ def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
                                      f"{summarize_exception(exc)}")
         return _parity_json(result, None, job), None, None
     names = list(job.model.output_names)
-    quality = gate(names, reference, actual, job.recipe.parity, runtime, "pytorch-float")
+    kinds = {"kinds": list(job.model.output_kinds) or None,
+             "real_inputs": job.parity_inputs_from == "validation-data"}
+    quality = gate(names, reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
     fidelity = None
     if prepared.reference is not None:
         ref_q = [_torch_outputs(prepared.reference, s) for s in inputs]
         fidelity = gate(names, ref_q, actual, job.recipe.fidelity or DEFAULT_FIDELITY,
-                        runtime, "pytorch-quantized")
+                        runtime, "pytorch-quantized", **kinds)
         if fidelity.status == "failed" and quality.status == "passed":
             quality.status, quality.reason = "failed", fidelity.reason
     latency = _latency(run, inputs[0])
@@ -242,10 +247,9 @@ def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
 def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     import torch
 
-    with torch.no_grad():
-        out = module(*(torch.from_numpy(a.copy()) for a in sample))
-    flat = out if isinstance(out, (tuple, list)) else (out,)
-    return [t.detach().numpy() for t in flat]
+    from edge_export.loading import eager_outputs
+
+    return eager_outputs(module, tuple(torch.from_numpy(a.copy()) for a in sample))
 
 
 def _parity_json(quality: ParityResult, fidelity: ParityResult | None, job: Job) -> dict[str, Any]:
@@ -311,9 +315,12 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
                    "scheme": job.recipe.scheme, "params": job.recipe.params,
                    "sha256": job.recipe.sha256},
         "artifact": {"path": exporter.artifact_name, "sha256": "0" * 64, "bytes": 0},
-        "inputs": [s.to_json() for s in model.inputs],
-        "outputs": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape), "dynamic_dims": []}
-                    for n, a in zip(model.output_names, outputs[0], strict=True)],
+        "inputs": [{**s.to_json(), "layout": "contiguous"} for s in model.inputs],
+        "outputs": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape), "dynamic_dims": [],
+                     "kind": kind}
+                    for n, a, kind in zip(model.output_names, outputs[0],
+                                          model.output_kinds or ["tensor"] * len(outputs[0]),
+                                          strict=True)],
         "preprocessing": model.preprocessing,
         "labels": labels,
         "runtime": exporter.runtime_requirements(job.recipe),
@@ -324,7 +331,8 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
         "accuracy": accuracy,
         "golden": {"byte_order": "little", "inputs_from": job.parity_inputs_from,
                    "samples": samples},
-        "source": {"model": model.spec, "weights_sha256": model.weights_sha256},
+        "source": {"model": model.spec, "weights_sha256": model.weights_sha256,
+                   "graph_sha256": model.graph_sha256, "compression": model.compression},
     }
     if app_vectors:
         manifest["app_vectors"] = app_vectors

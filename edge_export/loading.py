@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge_export.adapt import FlatCall, contiguous, has_strided_weights, needs_adapter, output_names, split_examples
 from edge_export.capture import toolchain_output
+from edge_export.compression import Compression, prepare_compressed
 from edge_export.errors import UnsafeInputError, UsageError, summarize_exception
 from edge_export.tensors import TensorSpec
 
@@ -38,12 +40,14 @@ class LoadedModel:
     name: str
     labels: list[str] | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    compression: Compression = field(default_factory=lambda: Compression())
+    declared_kinds: dict[str, str] = field(default_factory=dict)  # metadata "output_kinds"
 
 
 def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: bool = False,
                name: str | None = None) -> LoadedModel:
     module, examples, default_name = _load_module(spec, trust_pickle)
-    module.eval()
+    compression = prepare_compressed(module)
     metadata = dict(getattr(module, METADATA_ATTR, {}) or {})
     if input_specs:
         examples = tuple(_tensor_for(s) for s in input_specs)
@@ -55,46 +59,64 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
             hint="return (module, example_inputs) from the builder, set module.example_inputs, "
             "or pass --input NAME=1x3x224x224:float32",
         )
-    examples = _as_tensor_tuple(examples, spec)
-    input_names = _input_names(module, len(examples), metadata, input_specs)
-    outputs = check_runs(module, examples, spec)
-    output_names = list(metadata.get("output_names") or
-                        (["output"] if len(outputs) == 1 else
-                         [f"output_{i}" for i in range(len(outputs))]))
+    examples, keywords = split_examples(examples)
+    examples = contiguous(_as_tensor_tuple(examples, spec))
+    if compression.source_dtype == "float16":  # the module was upcast; so are its inputs
+        examples = tuple(t.float() if t.dtype == torch.float16 else t for t in examples)
+    if has_strided_weights(module):
+        module = module.to(memory_format=torch.contiguous_format)
+        compression.layout = "channels_last"
+    raw = _run_eagerly(module, examples, keywords, spec)
+    if needs_adapter(raw, keywords):
+        module = FlatCall(module, keywords)
+    check_finite(flat_numpy(raw), spec)
+    input_names = list(keywords) or _input_names(module, len(examples), metadata, input_specs)
     return LoadedModel(
         module=module,
         example_inputs=examples,
         inputs=[TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
                 for n, t in zip(input_names, examples, strict=True)],
-        output_names=output_names,
+        output_names=list(metadata.get("output_names") or output_names(raw)),
         name=name or metadata.get("name") or default_name,
         labels=metadata.get("labels"),
         preprocessing=dict(metadata.get("preprocessing") or {}),
+        compression=compression,
+        declared_kinds=dict(metadata.get("output_kinds") or {}),
     )
 
 
 def eager_outputs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
     with torch.no_grad():
-        out = module(*inputs)
-    flat = out if isinstance(out, (tuple, list)) else (out,)
-    return [t.detach().cpu().numpy() for t in flat]
+        return flat_numpy(module(*inputs))
 
 
-def check_runs(module: torch.nn.Module, examples: tuple[torch.Tensor, ...],
-               spec: str) -> list[np.ndarray]:
-    """Run eagerly once: a shape error or NaN/Inf is the user's to fix, before any export."""
+def flat_numpy(out: Any) -> list[np.ndarray]:
+    from torch.utils._pytree import tree_leaves
+
+    return [t.detach().cpu().float().numpy() if t.dtype == torch.bfloat16 else t.detach().cpu().numpy()
+            for t in tree_leaves(out)]
+
+
+def _run_eagerly(module: torch.nn.Module, examples: tuple[torch.Tensor, ...], keywords: tuple[str, ...],
+                 spec: str) -> Any:
+    """Run once before any export: a shape error is the user's to fix, and is reported as the
+    model's (not the tool's) only when the model itself raised."""
     try:
-        outputs = eager_outputs(module, examples)
+        with torch.no_grad():
+            return module(**dict(zip(keywords, examples, strict=True))) if keywords else module(*examples)
     except Exception as exc:  # noqa: BLE001 - the model's own error, summarised for the user
         shapes = ", ".join("x".join(map(str, t.shape)) for t in examples)
         raise UsageError(f"the model rejects example inputs of shape {shapes}: "
                          f"{summarize_exception(exc)}",
                          hint="check --input shapes against the model") from exc
+
+
+def check_finite(outputs: list[np.ndarray], spec: str) -> None:
+    """NaN/Inf on the example inputs is the model's or its weights' fault, not ours."""
     for i, out in enumerate(outputs):
         if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
             raise UsageError(f"{spec} produces NaN/Inf in output {i} on the example inputs",
                              hint="fix the model or its weights before exporting")
-    return outputs
 
 
 def _load_module(spec: str, trust_pickle: bool) -> tuple[torch.nn.Module, Any, str]:
@@ -108,7 +130,8 @@ def _load_module(spec: str, trust_pickle: bool) -> tuple[torch.nn.Module, Any, s
                          hint="use path/to/file.py:attr, package.module:attr, or a .pt2 file")
     where, attr = spec.rsplit(":", 1)
     module_obj = _import_file(where) if where.endswith(".py") else _import_module(where)
-    default_name = Path(where).stem if where.endswith(".py") else where.rsplit(".", 1)[-1]
+    # file and attribute: two models of one file must not publish to one package name
+    default_name = f"{Path(where).stem if where.endswith('.py') else where.rsplit('.', 1)[-1]}-{attr}"
     if not hasattr(module_obj, attr):
         raise UsageError(f"{where} has no attribute {attr!r}")
     target = getattr(module_obj, attr)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.errors import PackageError
+from edge_export.errors import PackageError, UsageError
 from edge_export.hashing import artifact_sha256, file_sha256
 
 SCHEMA_VERSION = 1
@@ -149,6 +149,21 @@ def publish_lock(out: Path):
         yield
     finally:
         os.close(fd)  # closing releases the lock, also when the process dies
+
+
+def check_replaceable(dest: Path, model: Any, force: bool) -> None:
+    """A published name/version/target/recipe is immutable: refuse to put a package of other
+    weights or another exported graph in its place, unless the user forces it."""
+    try:
+        source = json.loads((dest / MANIFEST).read_text())["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # nothing published there (or not ours): nothing to protect
+    same = (source.get("weights_sha256") == model.weights_sha256
+            and source.get("graph_sha256", model.graph_sha256) == model.graph_sha256)
+    if not same and not force:
+        raise UsageError(f"{dest} already holds a different model ({source.get('model')}, weights "
+                         f"{str(source.get('weights_sha256'))[:12]}…); a published version is immutable",
+                         hint="bump --version, choose another --name, or pass --force to replace it")
 
 
 def publish(staged: Path, dest: Path) -> None:

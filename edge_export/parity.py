@@ -11,10 +11,16 @@ import numpy as np
 from edge_export.recipe import Thresholds
 
 SNR_CAP_DB = 200.0  # reported for bit-exact outputs (JSON has no infinity)
+# Top-1 agreement over a handful of samples, or over random inputs (flat logits), measures
+# noise: it is gated only on class outputs with at least this many real samples.
+MIN_TOP1_SAMPLES = 32
+CLASS_KINDS = ("class-logits", "class-probabilities")
 
 
-def output_metrics(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict[str, float]:
-    """Metrics over all samples of one output (each list item is one sample)."""
+def output_metrics(reference: list[np.ndarray], actual: list[np.ndarray],
+                   kind: str | None = None) -> dict[str, float]:
+    """Metrics over all samples of one output (each list item is one sample); top-1 agreement
+    for class outputs (``kind``), or, kind unknown, for any output shaped like class scores."""
     ref = np.stack([np.asarray(r, dtype=np.float64) for r in reference])
     act = np.stack([np.asarray(a, dtype=np.float64).reshape(r.shape)
                     for a, r in zip(actual, reference, strict=True)])
@@ -38,7 +44,7 @@ def output_metrics(reference: list[np.ndarray], actual: list[np.ndarray]) -> dic
         "snr_db": snr,
     }
     # Classification-style output: one row of >= 2 class scores per sample.
-    if ref.ndim == 3 and ref.shape[1] >= 1 and ref.shape[2] >= 2:
+    if kind in (None, *CLASS_KINDS) and ref.ndim >= 3 and ref.shape[-1] >= 2:
         metrics["top1_agreement"] = float(np.mean(
             np.argmax(act, axis=-1) == np.argmax(ref, axis=-1)))
     return {k: _json_number(v) for k, v in metrics.items()}
@@ -56,29 +62,48 @@ class ParityResult:
     reference: str = "pytorch-eager"
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    top1: str = ""  # why top-1 agreement was or was not gated
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "runtime": self.runtime, "reason": self.reason,
                 "reference": self.reference, "thresholds": self.thresholds,
-                "outputs": self.outputs}
+                "outputs": self.outputs, "top1_gate": self.top1}
+
+
+def top1_policy(kinds: list[str], samples: int, real_inputs: bool) -> tuple[bool, str]:
+    """(gate top-1?, the sentence parity.json records about it)."""
+    if not any(k in CLASS_KINDS for k in kinds):
+        return False, "no class output: gated on cosine and SNR only"
+    if not real_inputs:
+        return False, "reported, not gated: parity inputs are random (pass --validation-data)"
+    if samples < MIN_TOP1_SAMPLES:
+        return False, (f"reported, not gated: {samples} samples < {MIN_TOP1_SAMPLES} "
+                       "(raise --parity-samples)")
+    return True, f"gated on class outputs over {samples} real samples"
 
 
 def gate(names: list[str], reference: list[list[np.ndarray]], actual: list[list[np.ndarray]],
-         thresholds: Thresholds, runtime: str, reference_name: str) -> ParityResult:
-    """reference/actual: per sample, the list of outputs. Fails on the worst violation."""
+         thresholds: Thresholds, runtime: str, reference_name: str,
+         kinds: list[str] | None = None, real_inputs: bool = True) -> ParityResult:
+    """reference/actual: per sample, the list of outputs. Fails on the worst violation.
+    ``kinds`` says what each output is (see workspace.output_kinds); without it every output
+    is a plain tensor."""
+    kinds = kinds or ["tensor"] * len(names)
+    gate_top1, top1_note = top1_policy(kinds, len(reference), real_inputs)
     outputs = {}
     for i, name in enumerate(names):
-        outputs[name] = output_metrics([s[i] for s in reference], [s[i] for s in actual])
+        outputs[name] = {**output_metrics([s[i] for s in reference], [s[i] for s in actual], kinds[i]),
+                         "kind": kinds[i]}
     violations = []
     for name, m in outputs.items():
         for key, limit in thresholds.to_json().items():
-            if key not in m:
+            if key not in m or (key == "top1_agreement" and not gate_top1):
                 continue
             bad = m[key] > limit if key == "max_abs" else m[key] < limit
             if bad:
                 violations.append((name, key, m[key], limit))
     result = ParityResult("passed", runtime, reference=reference_name, outputs=outputs,
-                          thresholds=thresholds.to_json())
+                          thresholds=thresholds.to_json(), top1=top1_note)
     if violations:
         name, key, value, limit = violations[0]
         op = "<=" if key == "max_abs" else ">="

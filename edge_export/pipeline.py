@@ -25,6 +25,7 @@ from edge_export.exporter import target_names
 from edge_export.faultpoints import AFTER_EXPORT, BEFORE_PUBLISH, pause_point
 from edge_export.job import Job, JobResult, ModelInfo, run_job
 from edge_export.package import (
+    check_replaceable,
     clean_leftovers,
     failed_dir,
     package_dir,
@@ -58,6 +59,7 @@ class ExportOptions:
     max_accuracy_drop: float | None = None
     jobs: int = 1
     debug: bool = False
+    force: bool = False  # replace a published package built from a different model
     quiet: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
 
@@ -120,6 +122,40 @@ def resolve_recipes(targets: list[str], requested: tuple[str, ...]) -> list[tupl
     return plan
 
 
+PREQUANTIZED = "prequantized"
+FLOAT_RECIPE = "fp32"
+
+
+def compose_with_compression(plan: list[tuple[str, Recipe]],
+                             compression: dict) -> list[tuple[str, Recipe]]:
+    """A model the user already quantized keeps its quantization: the float recipe becomes
+    ``prequantized`` (the graph lowered as it is); any other recipe would quantize it again
+    and is refused, never applied silently."""
+    quantized = compression.get("quantization")
+    if not quantized:
+        for target, recipe in plan:
+            if recipe.name == PREQUANTIZED:
+                raise UsageError(f"recipe {PREQUANTIZED!r} ({target}) is for models quantized with "
+                                 "PT2E before export; this model is float",
+                                 hint="choose a quantization recipe, e.g. --recipe int8-static")
+        return plan
+    composed = []
+    for target, recipe in plan:
+        if recipe.name not in (FLOAT_RECIPE, PREQUANTIZED):
+            raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
+                             f"({target}) would quantize it again",
+                             hint=f"pass no --recipe: its own quantization ships as recipe {PREQUANTIZED!r}")
+        own = builtin_recipes(target).get(PREQUANTIZED)
+        if own is None or not own.supported:
+            able = [t for t in target_names() if (r := builtin_recipes(t).get(PREQUANTIZED)) and r.supported]
+            raise UsageError(f"target {target} cannot take a {quantized}-quantized model: "
+                             f"{own.unsupported if own else 'no prequantized recipe'}",
+                             hint=f"targets that can: {', '.join(able)}")
+        if (target, own) not in composed:
+            composed.append((target, own))
+    return composed
+
+
 def run_export(opts: ExportOptions) -> RunReport:
     from edge_export import workspace
 
@@ -142,6 +178,11 @@ def run_export(opts: ExportOptions) -> RunReport:
         pool = _start_workers(opts, plan, cache, root)
         progress.note(f"[bold]load[/] {opts.model}")
         prepared = workspace.prepare(opts, root / "workspace", plan)
+        plan = compose_with_compression(plan, prepared.model.compression)
+        progress.replan([(t, r.name) for t, r in plan])
+        for target, recipe in plan:
+            check_replaceable(package_dir(opts.out, prepared.model.name, prepared.model.version,
+                                          target, recipe.name), prepared.model, opts.force)
         jobs = [Job(target=t, recipe=r, model=prepared.model, workspace=root / "workspace",
                     staging=root / f"{t}-{r.name}", parity_inputs_from=prepared.parity_from,
                     max_accuracy_drop=opts.max_accuracy_drop, debug=opts.debug,
@@ -153,7 +194,7 @@ def run_export(opts: ExportOptions) -> RunReport:
             report.results = _run_jobs(jobs, pool, opts.jobs, root, progress, opts.debug)
         _remember(opts, cache, jobs, report.results)
         pause_point(BEFORE_PUBLISH)
-        _publish(report, jobs, opts.out, prepared.model)
+        _publish(report, jobs, opts.out, prepared.model, opts.force)
     except KeyboardInterrupt as exc:
         raise Interrupted("interrupted: workers stopped, temporaries removed") from exc
     finally:
@@ -236,18 +277,20 @@ def _finished(progress: Progress, result: JobResult) -> None:
     progress.finish((result.target, result.recipe), result.status, detail)
 
 
-def _publish(report: RunReport, jobs: list[Job], out: Path, model: ModelInfo) -> None:
+def _publish(report: RunReport, jobs: list[Job], out: Path, model: ModelInfo, force: bool) -> None:
     with publish_lock(out):
-        _publish_locked(report, jobs, out, model)
+        _publish_locked(report, jobs, out, model, force)
 
 
-def _publish_locked(report: RunReport, jobs: list[Job], out: Path, model: ModelInfo) -> None:
+def _publish_locked(report: RunReport, jobs: list[Job], out: Path, model: ModelInfo,
+                    force: bool) -> None:
     for job, result in zip(jobs, report.results, strict=True):
         if result.staged is None:
             continue
         archive = None
         if result.status in ("passed", "not-run"):
             dest = package_dir(out, model.name, model.version, job.target, job.recipe.name)
+            check_replaceable(dest, model, force)  # again under the lock: a run may have raced us
             archive = write_zip(result.staged, result.staged.parent / zip_name(
                 model.name, model.version, job.target, job.recipe.name))
         else:

@@ -22,6 +22,11 @@ class Progress:
         self.quiet = quiet
         self.live: Live | None = None
 
+    def replan(self, keys: list[tuple[str, str]]) -> None:
+        """The plan changed after loading (a pre-quantized model ships its own recipe)."""
+        self.rows = {k: self.rows.get(k) or {"stage": "waiting", "since": time.monotonic(),
+                                             "start": None, "status": ""} for k in keys}
+
     def __enter__(self) -> Progress:
         if self.console.is_terminal and not self.quiet:
             self.live = Live(self._table(), console=self.console, refresh_per_second=8,

@@ -113,8 +113,10 @@ def verify(package: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> Verified:
             return Verified(Path(package), manifest, ParityResult(
                 "not-run", manifest["parity"]["runtime"], reason=str(exc),
                 thresholds=thresholds.to_json()))
+        kinds = [o.get("kind", "tensor") for o in manifest["outputs"]]
         result = gate(golden.names, golden.reference, golden.actual, thresholds,
-                      golden.runtime, "golden outputs")
+                      golden.runtime, "golden outputs", kinds=kinds,
+                      real_inputs=manifest["golden"]["inputs_from"] == "validation-data")
     if result.status == "failed":
         raise GateFailed(f"{package}: {result.reason}")
     return Verified(Path(package), manifest, result)

@@ -69,8 +69,33 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
         output_names=tuple(loaded.output_names),
         labels=tuple(loaded.labels) if loaded.labels else None,
         preprocessing=loaded.preprocessing, weights_sha256=weights_sha256(loaded.module),
-        trust_pickle=opts.trust_pickle, input_overrides=tuple(opts.inputs))
-    return Workspace(model, parity_from, {"graph": graph_sha256(program), **data_sha256(folder)})
+        trust_pickle=opts.trust_pickle, input_overrides=tuple(opts.inputs),
+        output_kinds=output_kinds(program, loaded), compression=loaded.compression.to_json(),
+        graph_sha256=graph_sha256(program))
+    return Workspace(model, parity_from, {"graph": model.graph_sha256, **data_sha256(folder)})
+
+
+def output_kinds(program: Any, loaded: LoadedModel) -> tuple[str, ...]:
+    """What each output is, which decides whether top-1 agreement means anything: declared in
+    ``edge_export_metadata["output_kinds"]``, else class logits when the model has labels (its
+    first output), the output is named ``*logits`` (the transformers convention) or feeds a
+    softmax/argmax in the graph, class probabilities when a softmax produces it, else a plain
+    tensor (embeddings, hidden states, boxes), gated on cosine and SNR only."""
+    output_node = next(n for n in program.graph.nodes if n.op == "output")
+    kinds = []
+    for i, (name, node) in enumerate(zip(loaded.output_names, output_node.args[0], strict=False)):
+        producer = str(getattr(node, "target", ""))
+        consumers = [str(u.target) for u in getattr(node, "users", ()) if u.op == "call_function"]
+        if name in loaded.declared_kinds:
+            kinds.append(loaded.declared_kinds[name])
+        elif "softmax" in producer:
+            kinds.append("class-probabilities")
+        elif ((loaded.labels and i == 0) or name.endswith("logits")
+              or any("softmax" in c or "argmax" in c for c in consumers)):
+            kinds.append("class-logits")
+        else:
+            kinds.append("tensor")
+    return tuple(kinds)
 
 
 def graph_sha256(program: Any) -> str:

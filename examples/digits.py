@@ -18,6 +18,7 @@ WEIGHTS = HERE / "digits_weights.pt"
 # the same way: x = ((255 - pixel) * scale - mean) / std.
 MEAN, STD = 0.3052, 0.3760
 METADATA = {
+    "name": "digits",
     "labels": [str(d) for d in range(10)],
     "output_names": ["logits"],
     "preprocessing": {"layout": "NCHW", "colour": "grayscale", "image_size": [8, 8],

@@ -57,5 +57,5 @@ def build() -> tuple[nn.Module, tuple[torch.Tensor]]:
     digits = digits_example()
     model = DWNet()
     model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
-    model.edge_export_metadata = digits.METADATA
+    model.edge_export_metadata = {**digits.METADATA, "name": "dwnet"}
     return model.eval(), digits.build()[1]

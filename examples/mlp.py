@@ -11,5 +11,5 @@ def build() -> tuple[nn.Module, tuple[torch.Tensor]]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
                           nn.Linear(1024, 10)).eval()
-    model.edge_export_metadata = {"output_names": ["logits"], "input_names": ["features"]}
+    model.edge_export_metadata = {"name": "mlp", "output_names": ["logits"], "input_names": ["features"]}
     return model, (torch.randn(1, 1024, generator=torch.Generator().manual_seed(1)),)

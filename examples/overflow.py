@@ -22,5 +22,5 @@ class Overflow(nn.Module):
 def build() -> tuple[nn.Module, tuple[torch.Tensor]]:
     torch.manual_seed(0)
     model = Overflow().eval()
-    model.edge_export_metadata = {"output_names": ["scores"]}
+    model.edge_export_metadata = {"name": "overflow", "output_names": ["scores"]}
     return model, (torch.randn(1, 16, generator=torch.Generator().manual_seed(1)),)

@@ -50,7 +50,7 @@ class TinyEncoder(nn.Module):
 def build() -> tuple[nn.Module, tuple[torch.Tensor]]:
     torch.manual_seed(0)
     model = TinyEncoder().eval()
-    model.edge_export_metadata = {"output_names": ["logits"],
+    model.edge_export_metadata = {"name": "transformer", "output_names": ["logits"],
                                   "preprocessing": {"layout": "none"}}
     example = torch.randn(1, SEQ, DIM, generator=torch.Generator().manual_seed(1))
     return model, (example,)

@@ -1,0 +1,97 @@
+"""Models as users hand them over, adapted to what every exporter takes: positional tensor
+inputs, contiguous memory, and a flat tuple of tensor outputs.
+
+Users give keyword inputs (``input_ids=..., attention_mask=...``), tensors with any strides
+(an HWC photo transposed to CHW is NHWC in memory), ``channels_last`` weights, and outputs
+that are a transformers ``ModelOutput``, a dict or nested tuples. ExecuTorch computes wrong
+outputs for channels-last inputs and coremltools refuses them, and the converters disagree
+on how they flatten and name structured outputs, so the session fixes all of it once, here,
+and names every output by its key path (``logits``, ``hidden_states_0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils._pytree import GetAttrKey, MappingKey, SequenceKey, tree_flatten_with_path
+
+from edge_export.errors import UsageError
+
+
+class FlatCall(torch.nn.Module):
+    """The user's module called with positional tensors (passed on by keyword when the user's
+    example inputs were keywords) and returning a flat tuple of its output tensors."""
+
+    def __init__(self, module: torch.nn.Module, keywords: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.module = module
+        self.keywords = keywords
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.module(**dict(zip(self.keywords, args, strict=True))) if self.keywords \
+            else self.module(*args)
+        return tuple(leaf for _, leaf in tree_flatten_with_path(out)[0])
+
+
+def split_examples(examples: Any) -> tuple[tuple[torch.Tensor, ...], tuple[str, ...]]:
+    """(positional tensors, keyword names) from a tensor, a tuple/list or a dict of tensors."""
+    if isinstance(examples, torch.Tensor):
+        return (examples,), ()
+    if isinstance(examples, Mapping):
+        names = tuple(str(k) for k in examples)
+        return tuple(examples.values()), names
+    if isinstance(examples, (tuple, list)):
+        return tuple(examples), ()
+    return examples, ()
+
+
+def contiguous(examples: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Example inputs in the default dim order: the artifact's input contract is the
+    manifest's shape in row-major order, whatever strides the user's tensor had."""
+    return tuple(t.contiguous(memory_format=torch.contiguous_format) for t in examples)
+
+
+def has_strided_weights(module: torch.nn.Module) -> bool:
+    return any(type(p) in (torch.Tensor, torch.nn.Parameter) and not p.is_contiguous()
+               for p in [*module.parameters(), *module.buffers()])
+
+
+def output_names(out: Any) -> list[str]:
+    """Names of the flattened outputs: their key paths, or ``output``/``output_N``."""
+    leaves = tree_flatten_with_path(out)[0]
+    for path, leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            where = _path_name(path) or "the output"
+            raise UsageError(f"the model returns a {type(leaf).__name__} at {where}, not a tensor",
+                             hint="return tensors only (a tensor, tuple, dict or ModelOutput of tensors)")
+    if not leaves:
+        raise UsageError("the model returns no tensor")
+    names = [_path_name(path) for path, _ in leaves]
+    names = [n if n and not n[0].isdigit() else f"output_{n}".rstrip("_") for n in names]
+    if len(set(names)) != len(names):
+        return [f"output_{i}" for i in range(len(leaves))]
+    return names
+
+
+def needs_adapter(out: Any, keywords: tuple[str, ...]) -> bool:
+    """Whether the module must be wrapped: keyword inputs, or outputs other than a tensor or
+    a flat tuple/list of tensors."""
+    if keywords:
+        return True
+    if isinstance(out, torch.Tensor):
+        return False
+    return not (type(out) in (tuple, list) and all(isinstance(t, torch.Tensor) for t in out))
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+    parts = []
+    for key in path:
+        if isinstance(key, MappingKey):
+            parts.append(str(key.key))
+        elif isinstance(key, GetAttrKey):
+            parts.append(key.name)
+        elif isinstance(key, SequenceKey):
+            parts.append(str(key.idx))
+    return "_".join(parts)
