@@ -63,8 +63,9 @@ def test_manifest_is_schema_valid_and_complete(digits_all):
         manifest = json.loads((root / "manifest.json").read_text())
         validate_manifest(manifest)
         assert manifest["inputs"] == [{"name": "x", "dtype": "float32", "shape": [1, 1, 8, 8],
-                                       "dynamic_dims": []}]
+                                       "dynamic_dims": [], "layout": "contiguous"}]
         assert manifest["outputs"][0]["name"] == "logits"
+        assert manifest["outputs"][0]["kind"] == "class-logits"  # the model has labels
         assert manifest["labels"] == {"file": "labels.txt", "count": 10}
         assert (root / "labels.txt").read_text().split() == [str(d) for d in range(10)]
         assert manifest["preprocessing"]["image_size"] == [8, 8]
