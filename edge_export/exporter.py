@@ -102,6 +102,12 @@ class Exporter(abc.ABC):
         process is still loading and exporting the model."""
         return None
 
+    def preflight(self, program: Any) -> dict[str, list[str]]:
+        """Predicted problems of lowering ``program``, as op names, for ``edge-export inspect``:
+        ``not_converted`` stops the export, ``not_delegated`` runs on slower fallback kernels.
+        Empty where the exporter predicts nothing."""
+        return {}
+
     @abc.abstractmethod
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         """Lower to the target format and write the artifact at ``dest``."""

@@ -60,6 +60,11 @@ class CoreMLExporter(Exporter):
         _stabilise_manifest(dest)
         _stabilise_spec(dest)
 
+    def preflight(self, program: Any) -> dict[str, list[str]]:
+        from .preflight import not_convertible
+
+        return {"not_converted": not_convertible(program), "not_delegated": []}
+
     def preload(self) -> None:
         coremltools()
         if sys.platform != "darwin":

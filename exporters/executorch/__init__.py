@@ -33,6 +33,11 @@ class ExecuTorchExporter(Exporter):
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         dest.write_bytes(edge.to_executorch().buffer)
 
+    def preflight(self, program: Any) -> dict[str, list[str]]:
+        from .preflight import not_delegated
+
+        return {"not_converted": [], "not_delegated": not_delegated(program)}
+
     def preload(self) -> None:
         import executorch.kernels.quantized  # noqa: F401
         import executorch.runtime  # noqa: F401

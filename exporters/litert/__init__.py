@@ -35,6 +35,11 @@ class LiteRTExporter(Exporter):
             content = bytes(prepared.post_convert(content))
         dest.write_bytes(content)
 
+    def preflight(self, program: Any) -> dict[str, list[str]]:
+        from .preflight import not_lowerable
+
+        return {"not_converted": not_lowerable(program), "not_delegated": []}
+
     def preload(self) -> None:
         import litert_torch  # noqa: F401
         from ai_edge_litert import interpreter  # noqa: F401

@@ -1,0 +1,73 @@
+"""``edge-export inspect``: what a model is and what each target will make of it, before any
+export — parameters, dtypes, sparsity, the compression found, the input/output contract, and
+per target the ops that will not convert or will not be delegated.
+
+Users of the anchors ask for exactly this (AI Hub's compile feedback, ExecuTorch's
+delegation summary), and it costs one torch.export plus each target's cheapest check.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from edge_export.errors import summarize_exception
+from edge_export.exporter import get_exporter
+from edge_export.tensors import TensorSpec
+
+
+def inspect_model(spec: str, targets: list[str], input_specs: list[TensorSpec] = (),
+                  trust_pickle: bool = False) -> dict[str, Any]:
+    import torch
+
+    from edge_export.capture import toolchain_output
+    from edge_export.loading import eager_outputs, load_model
+    from edge_export.workspace import export_failure, output_kinds
+
+    loaded = load_model(spec, input_specs=list(input_specs), trust_pickle=trust_pickle)
+    params = list(loaded.module.parameters())
+    outputs = eager_outputs(loaded.module, loaded.example_inputs)
+    report: dict[str, Any] = {
+        "model": spec, "name": loaded.name,
+        "parameters": sum(p.numel() for p in params),
+        "dtypes": dict(Counter(str(p.dtype).removeprefix("torch.") for p in params).most_common()),
+        "compression": loaded.compression.to_json(),
+        "inputs": [s.to_json() for s in loaded.inputs],
+    }
+    try:
+        with toolchain_output(Path(os.devnull)):
+            program = torch.export.export(loaded.module, loaded.example_inputs)
+    except Exception as exc:  # noqa: BLE001 - reported, as export would
+        report["outputs"] = [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype)}
+                             for n, o in zip(loaded.output_names, outputs, strict=True)]
+        report["export"] = export_failure(exc, spec).one_line()
+        report["targets"] = {}
+        return report
+    report["export"] = "ok"
+    report["outputs"] = [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "kind": k}
+                         for n, o, k in zip(loaded.output_names, outputs, output_kinds(program, loaded),
+                                            strict=True)]
+    report["ops"] = dict(Counter(_op(n.target) for n in program.graph.nodes
+                                 if n.op == "call_function").most_common())
+    with toolchain_output(Path(os.devnull)):  # converters print progress and graphs
+        report["targets"] = {t: _target_preflight(t, program) for t in targets}
+    return report
+
+
+def _target_preflight(target: str, program: Any) -> dict[str, Any]:
+    exporter = get_exporter(target)
+    try:
+        found = exporter.preflight(program)
+    except Exception as exc:  # noqa: BLE001 - the toolchain's own failure is the finding
+        return {"status": "fails", "not_converted": [], "not_delegated": [],
+                "error": summarize_exception(exc)}
+    status = "fails" if found.get("not_converted") else (
+        "partly delegated" if found.get("not_delegated") else "ok")
+    return {"status": status, "not_converted": found.get("not_converted", []),
+            "not_delegated": found.get("not_delegated", [])}
+
+
+def _op(target: Any) -> str:
+    return getattr(target, "__name__", str(target)).removesuffix(".default").removeprefix("aten.")

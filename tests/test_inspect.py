@@ -1,0 +1,59 @@
+"""``edge-export inspect``: the pre-flight report, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+HANDED_OVER = ROOT / "tests" / "handed_over.py"
+BAD = ROOT / "tests" / "bad_models" / "models.py"
+
+
+def inspect_json(model: str, *extra: str) -> dict:
+    proc = run_cli("inspect", model, "--json", *extra)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_reports_the_compression_it_found_and_the_contract():
+    report = inspect_json(f"{HANDED_OVER}:pruned", "--target", "tflite")
+    # three Conv/Linear weights pruned by half: counted here from the builder's own numbers
+    weights = 3 * 8 * 3 * 3 + 8 * 8 * 3 * 3 + 8 * 5
+    assert report["parameters"] == weights + 8 + 8 + 5
+    assert report["compression"]["pruned_parameters"] == 3
+    assert 0.45 <= report["compression"]["sparsity"] <= 0.55
+    assert report["inputs"] == [{"name": "input", "shape": [1, 3, 16, 16], "dtype": "float32",
+                                 "dynamic_dims": []}]
+    assert report["outputs"][0]["shape"] == [1, 5]
+    assert report["targets"]["tflite"]["status"] == "ok"
+    assert report["ops"]["conv2d"] == 2
+
+
+def test_names_keyword_inputs_and_output_kinds_of_a_transformers_model():
+    report = inspect_json(f"{HANDED_OVER}:bert_encoder", "--target", "android")
+    assert [i["name"] for i in report["inputs"]] == ["input_ids", "attention_mask"]
+    assert [(o["name"], o["kind"]) for o in report["outputs"]] == [
+        ("last_hidden_state", "tensor"), ("pooler_output", "tensor")]
+    android = report["targets"]["android"]
+    assert android["status"] in ("ok", "partly delegated") and android["not_converted"] == []
+
+
+def test_pt2e_quantization_is_detected():
+    report = inspect_json(f"{HANDED_OVER}:pt2e", "--target", "android")
+    assert report["compression"]["quantization"] == "pt2e"
+    assert any("quantize_per_tensor" in op for op in report["ops"])
+
+
+def test_an_export_failure_is_reported_not_raised():
+    report = inspect_json(f"{BAD}:data_dependent", "--target", "android")
+    assert report["export"].startswith("torch.export failed") and report["targets"] == {}
+
+
+def test_plain_output_is_a_readable_report():
+    proc = run_cli("inspect", f"{HANDED_OVER}:nhwc_input", "--target", "tflite")
+    assert proc.returncode == 0, proc.stderr
+    assert "compression: none found" in proc.stdout and "tflite" in proc.stdout
