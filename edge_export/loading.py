@@ -69,6 +69,7 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
     raw = _run_eagerly(module, examples, keywords, spec)
     if needs_adapter(raw, keywords):
         module = FlatCall(module, keywords)
+    names = output_names(raw)  # refuses non-tensor outputs, before anything reads them
     check_finite(flat_numpy(raw), spec)
     input_names = list(keywords) or _input_names(module, len(examples), metadata, input_specs)
     return LoadedModel(
@@ -76,7 +77,7 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
         example_inputs=examples,
         inputs=[TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
                 for n, t in zip(input_names, examples, strict=True)],
-        output_names=list(metadata.get("output_names") or output_names(raw)),
+        output_names=list(metadata.get("output_names") or names),
         name=name or metadata.get("name") or default_name,
         labels=metadata.get("labels"),
         preprocessing=dict(metadata.get("preprocessing") or {}),

@@ -30,6 +30,7 @@ from .test_bundle import make_package
 BAD = ROOT / "tests" / "bad_models"
 MODELS = BAD / "models.py"
 TINY = f"{MODELS}:build"
+HANDED = ROOT / "tests" / "handed_over.py"
 
 
 def marker_line(path: Path, marker: str) -> int:
@@ -297,6 +298,19 @@ CASES = [
          ("cannot be created", "is a file")),
     Case("out-read-only", out_on_readonly_mount, 2, ("is not writable",)),
     Case("out-disk-full", out_on_full_disk, 2, ("no space left",)),
+    # --- models as users hand them over (tests/handed_over.py) ------------------------
+    Case("output-not-a-tensor", lambda e: e.export(model=f"{MODELS}:returns_count"), 2,
+         ("returns a int at count, not a tensor",)),
+    Case("torchao-quantized-model", lambda e: e.export(model=f"{HANDED}:torchao_int8_weight"), 2,
+         ("torchao-quantized tensor subclasses", "--recipe int8-weight"), slow=True),
+    Case("pt2e-model-requantized", lambda e: e.export("--recipe", "int8-dynamic", model=f"{HANDED}:pt2e",
+                                                      target="android"), 2,
+         ("already quantized (pt2e)", "would quantize it again"), slow=True),
+    Case("pt2e-model-on-tflite", lambda e: e.export(model=f"{HANDED}:pt2e"), 2,
+         ("target tflite cannot take a pt2e-quantized model", "targets that can: android, ios"), slow=True),
+    Case("prequantized-recipe-on-float-model", lambda e: e.export("--recipe", "prequantized",
+                                                                  target="android"), 2,
+         ("is for models quantized with PT2E before export",), slow=True),
     # --- packages (edge-export verify) ------------------------------------------------
     Case("verify-path-missing", lambda e: ["verify", str(e.tmp / "nothing")], 2, ("does not exist",)),
     Case("verify-manifest-missing", lambda e: package_with(e, lambda p: (p / "manifest.json").unlink()), 2,

@@ -87,3 +87,16 @@ class RoundDecimals(Tiny):
 
 def round_decimals():
     return RoundDecimals(), example()
+
+
+class ReturnsCount(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"scores": self.fc(x), "count": 3}
+
+
+def returns_count():
+    return ReturnsCount(), example()
