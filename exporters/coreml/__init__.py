@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, package_version
 
+from .decompositions import decompose_for_coreml
 from .schemes import SCHEMES, coremltools
 
 VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
@@ -37,7 +38,7 @@ class CoreMLExporter(Exporter):
         program = prepared.program
         if not isinstance(program, torch.export.ExportedProgram):  # quantized in PyTorch
             program = torch.export.export(program, prepared.example_inputs)
-        program = program.run_decompositions({})  # coremltools 9 needs core ATen ops
+        program = decompose_for_coreml(program)  # what coremltools lacks, nothing it fuses
         mlmodel = ct.convert(
             program,
             inputs=[ct.TensorType(name=n, shape=tuple(t.shape))
