@@ -1,7 +1,7 @@
 """ios: Core ML ML Program ``.mlpackage`` via coremltools.
 
 Parity runs with ``MLModel.predict`` on macOS and, elsewhere, with our numpy
-reference executor for ML Programs (``mil_reference``), and the runtime name says which.
+reference executor for ML Programs (``mil``), and the runtime name says which.
 """
 
 from __future__ import annotations
@@ -64,14 +64,14 @@ class CoreMLExporter(Exporter):
     def preload(self) -> None:
         coremltools()
         if sys.platform != "darwin":
-            from . import mil_reference  # noqa: F401
+            from . import mil  # noqa: F401
 
     def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
         if sys.platform == "darwin":
             return "coreml", _coreml_runner(artifact)
-        from . import mil_reference
+        from . import mil
 
-        program = mil_reference.load(artifact)
+        program = mil.load(artifact)
         missing = program.unsupported_ops()
         if missing:
             raise RuntimeUnavailable(
