@@ -7,8 +7,11 @@ models take int64 token ids and an int64 attention mask with padding at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -174,3 +177,32 @@ ZOO: dict[str, Callable[[], tuple[nn.Module, Inputs]]] = {
     "wav2vec2": _wav2vec2,
     "clip": _clip,
 }
+
+
+def convert_to_mil(model: nn.Module, args: Inputs, path: Path, *, states: Sequence[Any] = (),
+                   target: str = "iOS17", fp16: bool = False) -> Any:
+    """Export, decompose for coremltools exactly as the ios exporter does, convert, save
+    the .mlpackage under ``path`` and load it into the MIL reference executor."""
+    from edge_export.exporters.coreml import mil
+    from edge_export.exporters.coreml.decompositions import decompose_for_coreml
+    from edge_export.exporters.coreml.mil.program import coremltools, quiet
+
+    ct = coremltools()
+    with quiet():
+        program = decompose_for_coreml(torch.export.export(model.eval(), args))
+        mlmodel = ct.convert(
+            program,
+            inputs=[ct.TensorType(name=f"input_{i}", shape=tuple(a.shape)) for i, a in enumerate(args)],
+            states=list(states),
+            convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
+            minimum_deployment_target=getattr(ct.target, target),
+            skip_model_load=True,
+        )
+        mlmodel.save(str(path))
+    return mil.load(path)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
