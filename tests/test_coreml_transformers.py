@@ -67,3 +67,19 @@ def test_missing_ops_are_decomposed_and_native_ones_kept(tmp_path: Path) -> None
     assert not {"aten.new_ones.default", "aten.diff.default", "aten.alias.default"} & targets
     # Fused ops Core ML converts natively are not split into elementwise pieces.
     assert {"aten.layer_norm.default", "aten.linear.default", "aten.gelu.default"} <= targets
+
+
+class TranslatedOps(nn.Module):
+    """Core ATen ops with neither a coremltools translation nor a decomposition."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        masks = ((x > 0) | (x < -1)).float() + ((x > 0) ^ (x < -0.5)).float()
+        finite = torch.isinf(x / (x > 0).float()).float()
+        rounded = torch.trunc(x * 3) + torch.fmod(x * 5, 2.0)
+        products = torch.prod(x, dim=-1), torch.prod(x, dim=0, keepdim=True), torch.prod(x).reshape(1)
+        return (masks, finite, rounded, *products)
+
+
+def test_translated_ops_match_torch(tmp_path: Path) -> None:
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    _check_parity(TranslatedOps(), (x,), tmp_path / "translated.mlpackage")

@@ -7,7 +7,8 @@ one fused kernel (``scaled_dot_product_attention``, ``layer_norm``, ``gelu``, ``
 convolutions, upsampling). The table built here is the core-ATen table minus every op
 coremltools' torch frontend registers, so it is derived from the installed coremltools
 rather than from a hand list that goes stale. ``alias`` nodes that survive (an identity
-in a functional graph) are removed afterwards.
+in a functional graph) are removed afterwards. Core ATen ops that coremltools lacks and
+that have no decomposition get a translation in :mod:`.translations`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def _coremltools_converts(op: Any) -> bool:
 def coreml_decomposition_table() -> Any:
     """The core-ATen decomposition table without the ops coremltools converts natively."""
     import torch
+
+    from . import translations  # noqa: F401  (registers ours, so those ops are kept too)
 
     table = torch.export.default_decompositions()
     for op in list(table.keys()):
