@@ -1,7 +1,7 @@
 """ios: Core ML ML Program ``.mlpackage`` via coremltools.
 
 Parity runs with ``MLModel.predict`` on macOS and, elsewhere, with our numpy
-reference executor for ML Programs (``mil_reference``), and the runtime name says which.
+reference executor for ML Programs (``mil``), and the runtime name says which.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, package_version
 
+from .decompositions import decompose_for_coreml
 from .schemes import SCHEMES, coremltools
 
 VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
@@ -37,7 +38,7 @@ class CoreMLExporter(Exporter):
         program = prepared.program
         if not isinstance(program, torch.export.ExportedProgram):  # quantized in PyTorch
             program = torch.export.export(program, prepared.example_inputs)
-        program = program.run_decompositions({})  # coremltools 9 needs core ATen ops
+        program = decompose_for_coreml(program)  # what coremltools lacks, nothing it fuses
         mlmodel = ct.convert(
             program,
             inputs=[ct.TensorType(name=n, shape=tuple(t.shape))
@@ -68,14 +69,14 @@ class CoreMLExporter(Exporter):
     def preload(self) -> None:
         coremltools()
         if sys.platform != "darwin":
-            from . import mil_reference  # noqa: F401
+            from . import mil  # noqa: F401
 
     def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
         if sys.platform == "darwin":
             return "coreml", _coreml_runner(artifact)
-        from . import mil_reference
+        from . import mil
 
-        program = mil_reference.load(artifact)
+        program = mil.load(artifact)
         missing = program.unsupported_ops()
         if missing:
             raise RuntimeUnavailable(

@@ -1,0 +1,181 @@
+"""Convolution, transposed convolution and pooling (1-3 spatial dims, im2col matmuls)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .registry import Args, Step, add_bias, bool_of, int_of, ints, kernel, str_of
+
+
+def _spatial_pads(
+    pad_type: str, pad: Any, in_sizes: Sequence[int], eff_k: Sequence[int], strides: Sequence[int]
+) -> list[tuple[int, int]]:
+    """(before, after) padding per spatial dim, as MIL defines each pad_type."""
+    rank = len(in_sizes)
+    if pad_type == "valid":
+        return [(0, 0)] * rank
+    if pad_type == "custom":
+        p = ints(pad, [0] * 2 * rank)
+        return [(p[2 * i], p[2 * i + 1]) for i in range(rank)]
+    if pad_type in ("same", "same_lower"):
+        pads = []
+        for i, k, s in zip(in_sizes, eff_k, strides):
+            total = max(0, s * math.ceil(i / s) - i + k - s)
+            small, big = total // 2, total - total // 2
+            pads.append((small, big) if pad_type == "same" else (big, small))
+        return pads
+    raise ValueError(f"unknown pad_type {pad_type!r}")
+
+
+def _windows(xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]) -> np.ndarray:
+    """View (N, C, *out, *kernel) of the strided, dilated windows of padded ``xp``."""
+    rank = len(kernel)
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + rank)))
+    index = (slice(None), slice(None))
+    index += tuple(slice(None, None, s) for s in strides)
+    index += tuple(slice(None, None, d) for d in dilations)
+    return win[index]
+
+
+def _conv_core(
+    xp: np.ndarray,
+    w: np.ndarray,
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    groups: int,
+) -> np.ndarray:
+    """Grouped convolution of already padded input as one batched matmul (im2col)."""
+    rank = w.ndim - 2
+    kernel = w.shape[2:]
+    win = _windows(xp, kernel, strides, dilations)
+    n, c = xp.shape[:2]
+    out = win.shape[2 : 2 + rank]
+    c_out = w.shape[0]
+    cg, og = c // groups, c_out // groups
+    win = win.reshape(n, groups, cg, *out, *kernel)
+    perm = (0, 1, *range(3, 3 + rank), 2, *range(3 + rank, 3 + 2 * rank))
+    cols = win.transpose(perm).reshape(n, groups, math.prod(out), cg * math.prod(kernel))
+    wm = w.reshape(groups, og, cg * math.prod(kernel)).transpose(0, 2, 1)
+    y = np.matmul(cols, wm)  # (N, G, P, Og)
+    return y.transpose(0, 1, 3, 2).reshape(n, c_out, *out)
+
+
+@kernel("conv", "1-3D, groups, strides, dilations, pad types (im2col matmul)")
+def _conv(a: Args, step: Step) -> np.ndarray:
+    x, w = a["x"], np.asarray(a["weight"], dtype=np.float32)
+    rank = x.ndim - 2
+    strides = ints(a.get("strides"), [1] * rank)
+    dilations = ints(a.get("dilations"), [1] * rank)
+    eff = [(k - 1) * d + 1 for k, d in zip(w.shape[2:], dilations)]
+    pads = _spatial_pads(str_of(a, "pad_type", "valid"), a.get("pad"), x.shape[2:], eff, strides)
+    xp = np.pad(x, [(0, 0), (0, 0), *pads])
+    y = _conv_core(xp, w, strides, dilations, int_of(a, "groups", 1))
+    return add_bias(y, a.get("bias"))
+
+
+@kernel("conv_transpose", "1-3D, groups, strides, dilations, custom/valid/same pad")
+def _conv_transpose(a: Args, step: Step) -> np.ndarray:
+    """Transposed conv = zero-insertion, full padding, conv with flipped weights, crop."""
+    x, w = a["x"], np.asarray(a["weight"], dtype=np.float32)
+    rank = x.ndim - 2
+    groups = int_of(a, "groups", 1)
+    strides = ints(a.get("strides"), [1] * rank)
+    dilations = ints(a.get("dilations"), [1] * rank)
+    kernel = w.shape[2:]
+    n, c_in = x.shape[:2]
+    c_out = w.shape[1] * groups
+    up = np.zeros((n, c_in, *[(d - 1) * s + 1 for d, s in zip(x.shape[2:], strides)]), x.dtype)
+    up[(slice(None), slice(None), *[slice(None, None, s) for s in strides])] = x
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    xp = np.pad(up, [(0, 0), (0, 0), *[(e - 1, e - 1) for e in eff]])
+    wc = w.reshape(groups, c_in // groups, c_out // groups, *kernel).swapaxes(1, 2)
+    wc = np.flip(wc.reshape(c_out, c_in // groups, *kernel), axis=tuple(range(2, 2 + rank)))
+    full = _conv_core(xp, wc, [1] * rank, dilations, groups)
+    y = full[(slice(None), slice(None), *_transpose_crop(a, step, x.shape[2:], full.shape[2:]))]
+    return add_bias(y, a.get("bias"))
+
+
+def _transpose_crop(a: Args, step: Step, in_sizes: Sequence[int], full: Sequence[int]) -> list[slice]:
+    rank = len(full)
+    pad_type = str_of(a, "pad_type", "valid")
+    strides = ints(a.get("strides"), [1] * rank)
+    if pad_type == "custom":
+        p = ints(a.get("pad"), [0] * 2 * rank)
+        pads = [(p[2 * i], p[2 * i + 1]) for i in range(rank)]
+    elif pad_type == "same":
+        totals = [max(f - d * s, 0) for f, d, s in zip(full, in_sizes, strides)]
+        pads = [(t // 2, t - t // 2) for t in totals]
+    else:
+        pads = [(0, 0)] * rank
+    sizes = [f - b - e for f, (b, e) in zip(full, pads)]
+    if a.get("output_shape") is not None:
+        sizes = ints(a["output_shape"], [])[2:]
+    return [slice(b, b + s) for (b, _), s in zip(pads, sizes)]
+
+
+def _pool_geometry(
+    a: Args, step: Step, x: np.ndarray
+) -> tuple[list[int], list[int], list[tuple[int, int]], list[int]]:
+    """Kernel, strides, explicit pads and output sizes (torch-style ceil_mode)."""
+    rank = x.ndim - 2
+    kernel = ints(a["kernel_sizes"], [])
+    strides = ints(a.get("strides"), [1] * rank)
+    pads = _spatial_pads(str_of(a, "pad_type", "valid"), a.get("pad"), x.shape[2:], kernel, strides)
+    ceil_mode = bool_of(a, "ceil_mode", False)
+    out = []
+    for i, k, s, (b, e) in zip(x.shape[2:], kernel, strides, pads):
+        if ceil_mode:
+            o = (i + b + e - k + s - 1) // s + 1
+            if (o - 1) * s >= i + b:
+                o -= 1
+        else:
+            o = (i + b + e - k) // s + 1
+        out.append(o)
+    declared = step.out_shapes[0]
+    if declared is not None:
+        out = list(declared[2:])
+    return kernel, strides, pads, out
+
+
+def _pool_windows(a: Args, step: Step, x: np.ndarray, fill: float) -> tuple[np.ndarray, Any]:
+    kernel, strides, pads, out = _pool_geometry(a, step, x)
+    ext = [(b, max(e, (o - 1) * s + k - i - b)) for i, k, s, (b, e), o in zip(x.shape[2:], kernel, strides, pads, out)]
+    xp = np.pad(x, [(0, 0), (0, 0), *ext], constant_values=fill)
+    win = _windows(xp, kernel, strides, [1] * len(kernel))
+    win = win[(slice(None), slice(None), *[slice(0, o) for o in out])]
+    return win, (kernel, strides, pads, out)
+
+
+@kernel("max_pool", "1-3D, pad types, ceil_mode")
+def _max_pool(a: Args, step: Step) -> np.ndarray:
+    x = a["x"]
+    win, _ = _pool_windows(a, step, x, -np.inf)
+    return win.max(axis=tuple(range(x.ndim, 2 * x.ndim - 2)))
+
+
+@kernel("l2_pool", "1-3D, pad types")
+def _l2_pool(a: Args, step: Step) -> np.ndarray:
+    x = a["x"]
+    win, _ = _pool_windows(a, step, x, 0.0)
+    return np.sqrt(np.sum(win * win, axis=tuple(range(x.ndim, 2 * x.ndim - 2))))
+
+
+@kernel("avg_pool", "1-3D, pad types, ceil_mode, exclude_padding_from_average")
+def _avg_pool(a: Args, step: Step) -> np.ndarray:
+    x = a["x"]
+    win, (kernel, strides, pads, out) = _pool_windows(a, step, x, 0.0)
+    total = win.sum(axis=tuple(range(x.ndim, 2 * x.ndim - 2)))
+    exclude = bool_of(a, "exclude_padding_from_average", False)
+    counts = np.ones((), np.float32)
+    for i, k, s, (b, e), o in zip(x.shape[2:], kernel, strides, pads, out):
+        lo, hi = (b, b + i) if exclude else (0, b + i + e)
+        start = np.arange(o) * s
+        n = np.clip(start + k, lo, hi) - np.clip(start, lo, hi)
+        counts = np.multiply.outer(counts, n.astype(np.float32))
+    return total / counts
