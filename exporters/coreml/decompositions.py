@@ -18,7 +18,7 @@ from typing import Any
 __all__ = ["coreml_decomposition_table", "decompose_for_coreml", "remove_aliases"]
 
 
-def _coremltools_converts(op: Any) -> bool:
+def coremltools_converts(op: Any) -> bool:
     """True when coremltools' torch frontend has a translation for this ATen overload."""
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
     from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind
@@ -34,7 +34,7 @@ def coreml_decomposition_table() -> Any:
 
     table = torch.export.default_decompositions()
     for op in list(table.keys()):
-        if _coremltools_converts(op):
+        if coremltools_converts(op):
             table.pop(op)
     return table
 
