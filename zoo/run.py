@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in zoo]
     if unknown:
         parser.error(f"unknown zoo models: {', '.join(unknown)}")
+    measured_on = _measured_on()
     rows = []
     with tempfile.TemporaryDirectory(prefix="edge-export-zoo-") as out:
         for name in names:
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:24s} " + "  ".join(f"{t}={row['targets'][t]['result']}"
                                              for t in TARGETS)
                   + f"  {row['wall_seconds']:.0f}s", file=sys.stderr, flush=True)
-    report = {"measured_on": _measured_on(), "targets": list(TARGETS), "models": rows,
+    report = {"measured_on": measured_on, "targets": list(TARGETS), "models": rows,
               "totals": totals(rows), "failure_causes": top_causes(rows)}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "coverage.json").write_text(json.dumps(report, indent=2) + "\n")
