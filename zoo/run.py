@@ -92,8 +92,7 @@ def eager_latency_ms(name: str) -> float | None:
     import torch
 
     try:
-        module, inputs = _zoo()[name].build()
-        module.eval()
+        module, inputs = _zoo()[name].build()  # already in eval mode (PT2E ones refuse .eval())
     except Exception:  # noqa: BLE001 - the builder's failure already shows in the CLI row
         return None
     torch.set_num_threads(1)
@@ -133,8 +132,10 @@ def totals(rows: list[dict]) -> dict[str, dict[str, Any]]:
 
 
 def cause_key(cause: str) -> str:
-    """Group causes that differ only in numbers, shapes or names of the model."""
-    return re.sub(r"\d+(\.\d+)?(e-?\d+)?", "N", cause)[:160]
+    """Group causes that differ only in numbers, shapes or quoted names (class, op, node)."""
+    key = re.sub(r"\d+(\.\d+)?(e-?\d+)?", "N", cause)
+    key = re.sub(r"N(?:xN)+(?:, N(?:xN)+)*", "SHAPE", key)
+    return re.sub(r"'[^']*'", "'…'", key)[:160]
 
 
 def top_causes(rows: list[dict]) -> list[dict[str, Any]]:
@@ -185,6 +186,11 @@ def render_markdown(report: dict) -> str:
         "real CLI (`--target all --json --jobs 1 --no-cache`). A cell gives the result, the "
         "worst cosine against PyTorch, the artifact size and the target's build seconds "
         "(lower + verify + package). ios parity runs on the MIL reference executor.", "",
+        "Models are handed over as users have them: transformers models exactly as "
+        "transformers builds them (`ModelOutput` outputs, int64 token ids plus attention "
+        "masks), compressed models as the user compressed them (prune masks attached, torchao "
+        "`quantize_`, a PT2E-converted GraphModule, `.half()`, `channels_last`, an NHWC-strided "
+        "input). A run-level failure (load or export) counts against every target.", "",
         "Results: ✅ passed · ❌ failed (a parity gate) · 💥 error (the toolchain failed) · "
         "⛔ refused (bad input, exit 2) · ⚪ not-run (parity could not run).", "",
         "| model | architecture | kind | " + " | ".join(TARGETS) + " | wall s |",
