@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast lint bench bench-quant release demo-apps clean
+.PHONY: setup demo test test-fast lint bench bench-quant zoo release demo-apps clean
 
 # The environment: torch is pinned to exactly 2.13.0 (the CPU wheel on the machines'
 # disk); constraints.txt pins every other package to the set the suite was run with.
@@ -44,6 +44,11 @@ bench: setup
 # three targets: writes bench/quantization.json and bench/QUANTIZATION.md.
 bench-quant: setup
 	$(BIN)/python bench/quantization.py
+
+# The conformance zoo (zoo/models.py) through the CLI, fp32, every target, one model at a time:
+# writes docs/coverage.json and docs/COVERAGE.md. MODELS=a,b runs a subset.
+zoo: setup
+	$(BIN)/python zoo/run.py $(if $(MODELS),--models $(MODELS))
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,91 @@
+"""The conformance zoo: every builder builds, the zoo is wide enough, and the runner's table is
+complete and says what main already exports (the CI slice, through the real CLI)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ("android", "ios", "tflite")
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"zoo_{name}", ROOT / "zoo" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+MODELS = _load("models")
+RUN = _load("run")
+
+
+def _flat_tensors(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):  # transformers' ModelOutput is an ordered dict
+        out = list(out.values())
+    return [t for item in out for t in _flat_tensors(item)] if isinstance(out, (tuple, list)) else []
+
+
+def test_zoo_has_at_least_30_architectures() -> None:
+    architectures = {entry.architecture for entry in MODELS.ZOO.values()}
+    assert len(architectures) >= 30, sorted(architectures)
+
+
+def test_the_ci_slice_is_part_of_the_zoo_and_spans_its_kinds() -> None:
+    kinds = {MODELS.ZOO[name].kind for name in RUN.SLICE}
+    assert {"CNN", "text encoder", "decoder", "compressed", "real weights"} <= kinds
+
+
+@pytest.mark.parametrize("name", list(MODELS.ZOO))
+def test_builder_builds_and_runs_eagerly(name: str) -> None:
+    module, inputs = MODELS.ZOO[name].build()
+    assert isinstance(inputs, tuple) and all(isinstance(t, torch.Tensor) for t in inputs)
+    with torch.no_grad():
+        first = _flat_tensors(module(*inputs))
+        again = _flat_tensors(MODELS.ZOO[name].build()[0](*inputs))
+    assert first, f"{name} returned no tensors"
+    for a, b in zip(first, again, strict=True):
+        assert torch.isfinite(a.float()).all()
+        assert torch.equal(a, b), f"{name} is not seeded: two builds differ"
+
+
+def test_a_run_level_refusal_counts_against_every_target() -> None:
+    stdout = json.dumps({"ok": False, "error": {"code": 2, "message": "bad\n input"}})
+    rows = RUN.rows_from_run(stdout, 2)
+    assert {rows[t]["result"] for t in TARGETS} == {"refused"}
+    assert rows["ios"]["cause"] == "bad input"
+
+
+@pytest.mark.slow
+def test_slice_table_has_every_model_and_target_and_the_plain_cnn_passes(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "zoo" / "run.py"), "--slice",
+                           "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=3000, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "coverage.json").read_text())
+    assert [row["name"] for row in report["models"]] == list(RUN.SLICE)
+    for row in report["models"]:
+        assert set(row["targets"]) == set(TARGETS)
+        for cell in row["targets"].values():
+            assert cell["result"] in ("passed", "failed", "error", "refused", "not-run")
+            assert cell["result"] == "passed" or cell["cause"], row["name"]
+    cnn = next(row for row in report["models"] if row["name"] == "small_cnn")
+    for target in TARGETS:
+        cell = cnn["targets"][target]
+        assert cell["result"] == "passed", (target, cell["cause"])
+        assert cell["worst_cosine"] > 0.999 and cell["bytes"] > 0 and math.isfinite(cell["seconds"])
+    table = (tmp_path / "COVERAGE.md").read_text()
+    for name in RUN.SLICE:
+        assert table.count(f"| `{name}` |") == 2  # the coverage row and the latency row
+    assert report["totals"]["android"]["total"] == len(RUN.SLICE)
