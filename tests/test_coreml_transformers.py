@@ -66,7 +66,8 @@ def test_missing_ops_are_decomposed_and_native_ones_kept(tmp_path: Path) -> None
     targets = {str(n.target) for n in decompose_for_coreml(torch.export.export(model, args)).graph.nodes}
     assert not {"aten.new_ones.default", "aten.diff.default", "aten.alias.default"} & targets
     # Fused ops Core ML converts natively are not split into elementwise pieces.
-    assert {"aten.layer_norm.default", "aten.linear.default", "aten.gelu.default"} <= targets
+    assert {"aten.layer_norm.default", "aten.linear.default", "aten.gelu.default",
+            "aten.scaled_dot_product_attention.default"} <= targets
 
 
 class TranslatedOps(nn.Module):

@@ -1,7 +1,7 @@
 """Tests for the numpy reference executor of Core ML ML Programs.
 
 Every end-to-end case converts a small torch model with coremltools, saves it
-as an .mlpackage, reloads it with ``mil_reference.load`` and compares
+as an .mlpackage, reloads it with ``mil.load`` and compares
 ``Program.run`` with PyTorch. Converted programs are cached per module because
 ``ct.convert`` costs ~0.5 s each.
 """

@@ -175,7 +175,8 @@ class Program:
         return self._unsupported
 
     def new_state(self) -> State:
-        """Zero-filled states for a new stream of calls (``MLModel.make_state`` on a device)."""
+        """Zero-filled states for a new stream of calls, as Core ML's ``MLModel.makeState()``
+        allocates them (empty for a stateless program, which then ignores it, as Core ML does)."""
         return State(self.state_specs)
 
     def _prepare_input(self, name: str, value: Any) -> np.ndarray:
@@ -188,16 +189,16 @@ class Program:
     def run(self, inputs: Mapping[str, np.ndarray], state: State | None = None) -> dict[str, np.ndarray]:
         """Evaluate the function on ``inputs``; outputs keep the model's declared dtypes.
 
-        ``state`` is required for a stateful program and updated in place."""
+        ``state`` is required for a stateful program and updated in place by its
+        ``coreml_update_state`` ops."""
         if self._unsupported:
             raise UnsupportedOps(self._unsupported)
         missing = [n for n in self.input_names if n not in inputs]
         unknown = [n for n in inputs if n not in self._inputs]
         if missing or unknown:
             raise ValueError(f"inputs: missing {missing}, unknown {unknown}")
-        if bool(self.state_specs) != (state is not None):
-            raise ValueError("a stateful program needs state=program.new_state(); a stateless one takes none"
-                             if self.state_specs else "this program has no states")
+        if self.state_specs and state is None:
+            raise ValueError("a stateful program needs state=program.new_state()")
         env = dict(self._consts)
         for name in self.input_names:
             env[name] = self._prepare_input(name, inputs[name])
