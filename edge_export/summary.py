@@ -93,7 +93,8 @@ def print_summary(report: RunReport, out: Path) -> None:
         console.print(f"succeeded: {', '.join(succeeded)}", highlight=False)
     for skipped in report.skipped:
         console.print(f"skipped {skipped['target']} (--target all): not installed, it needs "
-                      f"{', '.join(skipped['missing'])} ({skipped['install']})", highlight=False)
+                      f"{', '.join(skipped['missing'])} ({skipped['install']})",
+                      highlight=False, markup=False, soft_wrap=True)
     if report.published:
         console.print(f"packages are in {out}/", highlight=False)
 
@@ -140,4 +141,5 @@ def print_recipe_matrix(matrix: dict[str, dict[str, Any]]) -> None:
     console.print(table)
     for status in statuses.values():
         if not status.installed:
-            console.print(f"{status.target}: {status.reason} ({status.install_command})", highlight=False)
+            console.print(f"{status.target}: {status.reason} ({status.install_command})",
+                          highlight=False, markup=False, soft_wrap=True)
