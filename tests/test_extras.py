@@ -22,7 +22,7 @@ import pytest
 
 from edge_export.exporter import target_names
 
-from .conftest import DIGITS, EXAMPLES, ROOT
+from .conftest import DIGITS, ROOT
 from .test_bad_inputs import Case, check_stderr
 from .test_bundle import make_package
 
@@ -125,10 +125,9 @@ def test_a_target_that_is_not_installed_is_refused_with_the_pip_command(tflite_o
 
 @pytest.mark.slow
 def test_target_all_builds_the_installed_target_and_says_what_it_skipped(tflite_only, tmp_path):
-    out = tmp_path / "out"
+    out, cache = tmp_path / "out", tmp_path / "cache"  # a fresh cache: the first export is real
     proc = _cli(tflite_only, "--model", DIGITS, "--target", "all", "--out", out, "--jobs", "1",
-                "--no-cache", "--validation-data", EXAMPLES / "data" / "digits_val.npz", "--json",
-                cwd=tmp_path)
+                "--cache-dir", cache, "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     assert [(p["target"], p["status"]) for p in data["packages"]] == [("tflite", "passed")]
@@ -141,7 +140,7 @@ def test_target_all_builds_the_installed_target_and_says_what_it_skipped(tflite_
     assert "golden samples re-run on litert" in verified.stdout
 
     plain = _cli(tflite_only, "--model", DIGITS, "--target", "all", "--out", tmp_path / "again",
-                 "--jobs", "1", cwd=tmp_path)
+                 "--jobs", "1", "--cache-dir", cache, cwd=tmp_path)  # the human output, from cache
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert ('skipped ios (--target all): not installed, it needs coremltools, executorch '
             '(pip install "edge-export[ios]")') in plain.stderr
