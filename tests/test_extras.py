@@ -77,7 +77,8 @@ def tflite_only(tmp_path_factory) -> Path:
             shutil.copy2(ROOT / name, src / name)
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    proc = _run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "-c",
+    # --no-compile: byte-compiling all of torch/jax/transformers would dominate the install
+    proc = _run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-compile", "-c",
                  ROOT / "constraints.txt", f"{src}[tflite]"], timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     present = _run([venv / "bin" / "python", "-c", "import importlib.util as u; print("
