@@ -189,12 +189,16 @@ class Availability:
     def reason(self) -> str:
         return f"not installed: it needs {', '.join(self.missing)}"
 
+    def describe(self) -> str:
+        """The reason plus, when known, the command that installs the target."""
+        return f"{self.reason} ({self.install_command})" if self.install_command else self.reason
+
     def error(self) -> ToolchainMissing:
         return ToolchainMissing(f"target {self.target} is {self.reason}",
                                 hint=self.install_command)
 
     def to_json(self) -> dict[str, Any]:
-        return {"installed": self.installed, "missing": list(self.missing),
+        return {"target": self.target, "installed": self.installed, "missing": list(self.missing),
                 "install": self.install_command}
 
 

@@ -11,7 +11,6 @@ import os
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from edge_export.archive import write_zip, zip_name
 from edge_export.cache import Cache, hint_of
@@ -22,7 +21,7 @@ from edge_export.errors import (
     Interrupted,
     UsageError,
 )
-from edge_export.exporter import select_targets
+from edge_export.exporter import Availability, select_targets
 from edge_export.job import Job, JobResult, ModelInfo, run_job
 from edge_export.package import (
     clean_leftovers,
@@ -65,7 +64,7 @@ class ExportOptions:
 class RunReport:
     results: list[JobResult] = field(default_factory=list)
     published: dict[tuple[str, str], Path] = field(default_factory=dict)
-    skipped: list[dict[str, Any]] = field(default_factory=list)  # targets --target all left out
+    skipped: list[Availability] = field(default_factory=list)  # targets --target all left out
 
     @property
     def exit_code(self) -> int:
@@ -125,7 +124,7 @@ def run_export(opts: ExportOptions) -> RunReport:
     clean_leftovers(opts.out)
     created_out = not opts.out.exists()
     root = staging_root(opts.out)
-    report = RunReport(skipped=[{"target": s.target, **s.to_json()} for s in skipped])
+    report = RunReport(skipped=skipped)
     progress = Progress([(t, r.name) for t, r in plan], quiet=opts.quiet)
     cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
     pool = None

@@ -51,7 +51,8 @@ def report_json(report: RunReport) -> dict[str, Any]:
         packages.append(entry)
     ok = report.exit_code == 0
     error = run_error(report)
-    return {"ok": ok, "packages": packages, **({"skipped": report.skipped} if report.skipped else {}),
+    skipped = [s.to_json() for s in report.skipped]  # targets --target all left out
+    return {"ok": ok, "packages": packages, **({"skipped": skipped} if skipped else {}),
             **({"error": error} if error else {})}
 
 
@@ -92,8 +93,7 @@ def print_summary(report: RunReport, out: Path) -> None:
     if any(r.status == "error" for r in report.results) and succeeded:
         console.print(f"succeeded: {', '.join(succeeded)}", highlight=False)
     for skipped in report.skipped:
-        console.print(f"skipped {skipped['target']} (--target all): not installed, it needs "
-                      f"{', '.join(skipped['missing'])} ({skipped['install']})",
+        console.print(f"skipped {skipped.target} (--target all): {skipped.describe()}",
                       highlight=False, markup=False, soft_wrap=True)
     if report.published:
         console.print(f"packages are in {out}/", highlight=False)
@@ -141,5 +141,5 @@ def print_recipe_matrix(matrix: dict[str, dict[str, Any]]) -> None:
     console.print(table)
     for status in statuses.values():
         if not status.installed:
-            console.print(f"{status.target}: {status.reason} ({status.install_command})",
-                          highlight=False, markup=False, soft_wrap=True)
+            console.print(f"{status.target}: {status.describe()}", highlight=False, markup=False,
+                          soft_wrap=True)

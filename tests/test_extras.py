@@ -143,7 +143,7 @@ def test_target_all_builds_the_installed_target_and_says_what_it_skipped(tflite_
     plain = _cli(tflite_only, "--model", DIGITS, "--target", "all", "--out", tmp_path / "again",
                  "--jobs", "1", "--cache-dir", cache, cwd=tmp_path)  # the human output, from cache
     assert plain.returncode == 0, plain.stderr[-3000:]
-    assert ('skipped ios (--target all): not installed, it needs coremltools, executorch '
+    assert ('skipped ios (--target all): not installed: it needs coremltools, executorch '
             '(pip install "edge-export[ios]")') in plain.stderr
 
 
