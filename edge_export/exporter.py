@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import importlib.metadata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,6 +26,36 @@ Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 class RuntimeUnavailable(Exception):
     """The host cannot run this artifact (parity becomes ``not-run`` with this reason)."""
+
+
+class ToolchainMissing(UsageError):
+    """A registered target whose toolchain is not installed (exit 2, naming the pip command)."""
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """What a target needs beyond the core install, as data: the distributions (pip names)
+    and the extra of ``project`` that installs them. The registry checks them in the
+    installed metadata, so availability is known without importing the toolchain."""
+
+    extra: str
+    distributions: tuple[str, ...]
+    project: str = "edge-export"
+
+    @property
+    def install_command(self) -> str:
+        return f'pip install "{self.project}[{self.extra}]"'
+
+    def missing(self) -> tuple[str, ...]:
+        return tuple(d for d in self.distributions if not _distribution_installed(d))
+
+
+def _distribution_installed(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 @dataclass
@@ -88,6 +118,7 @@ class Exporter(abc.ABC):
     format: ClassVar[str]  # human-readable artifact format
     runtime_name: ClassVar[str]  # runtime that parity runs on by default
     schemes: ClassVar[SchemeTable]  # the quantization schemes its recipes may name
+    toolchain: ClassVar[Toolchain | None] = None  # None: the core install is enough
 
     def quantize(self, program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         """Apply the recipe's scheme (identity for float recipes)."""
@@ -132,20 +163,103 @@ def package_version(dist: str) -> str:
         return "not-installed"
 
 
+ALL_TARGETS = "all"
+INSTALL_EVERYTHING = 'pip install "edge-export[all]"'
+
+
 @cache
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def target_names() -> list[str]:
-    """Registered targets, in a stable order (built-ins first, as the design lists them)."""
+    """Registered targets, installed or not, in a stable order (built-ins first, as the
+    design lists them)."""
     order = {"android": 0, "ios": 1, "tflite": 2}
     return sorted(_entry_points(), key=lambda n: (order.get(n, 99), n))
 
 
-def get_exporter(target: str) -> Exporter:
+@dataclass(frozen=True)
+class Availability:
+    """Whether a registered target can run here, and if not, what is missing and how to get it."""
+
+    target: str
+    missing: tuple[str, ...] = ()
+    install_command: str | None = None
+
+    @property
+    def installed(self) -> bool:
+        return not self.missing
+
+    @property
+    def reason(self) -> str:
+        return f"not installed: it needs {', '.join(self.missing)}"
+
+    def describe(self) -> str:
+        """The reason plus, when known, the command that installs the target."""
+        return f"{self.reason} ({self.install_command})" if self.install_command else self.reason
+
+    def error(self) -> ToolchainMissing:
+        return ToolchainMissing(f"target {self.target} is {self.reason}",
+                                hint=self.install_command)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "installed": self.installed, "missing": list(self.missing),
+                "install": self.install_command}
+
+
+@cache
+def availability(target: str) -> Availability:
+    """Reads the plugin's ``toolchain`` declaration; plugin modules import their toolchain
+    lazily, so loading the class is cheap. A third-party plugin that imports a missing
+    module at load time is reported as not installed too, naming that module."""
+    try:
+        exporter_class = _entry_point(target).load()
+    except ImportError as exc:
+        return Availability(target, (exc.name or str(exc),))
+    declared: Toolchain | None = exporter_class.toolchain
+    if declared is None:
+        return Availability(target)
+    return Availability(target, declared.missing(), declared.install_command)
+
+
+def _entry_point(target: str) -> importlib.metadata.EntryPoint:
     eps = _entry_points()
     if target not in eps:
         raise UsageError(f"unknown target {target!r}",
-                         hint=f"choose from {', '.join(target_names())} or all")
-    return eps[target].load()()
+                         hint=f"choose from {', '.join(target_names())} or {ALL_TARGETS}")
+    return eps[target]
+
+
+def select_targets(names: Iterable[str]) -> tuple[list[str], list[Availability]]:
+    """The targets to build for ``--target`` values, and those ``all`` skipped.
+
+    A target named explicitly must be installed (else ToolchainMissing); ``all`` means
+    every *installed* target, and reports the others so the caller can say so."""
+    chosen: list[str] = []
+    skipped: list[Availability] = []
+    for name in names:
+        expand = name == ALL_TARGETS
+        for target in target_names() if expand else [name]:
+            status = availability(target)
+            if not status.installed:
+                if not expand:
+                    raise status.error()
+                if status not in skipped:
+                    skipped.append(status)
+            elif target not in chosen:
+                chosen.append(target)
+    if not chosen and skipped:
+        raise ToolchainMissing(f"--target {ALL_TARGETS}: no target is installed "
+                               f"({', '.join(s.target for s in skipped)})", hint=INSTALL_EVERYTHING)
+    if not chosen:
+        raise UsageError("no --target given", hint="e.g. --target android or --target all")
+    return chosen, skipped
+
+
+def get_exporter(target: str) -> Exporter:
+    """The target's exporter; ToolchainMissing when its toolchain is not installed."""
+    status = availability(target)
+    if not status.installed:
+        raise status.error()
+    return _entry_point(target).load()()

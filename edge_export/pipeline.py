@@ -21,7 +21,7 @@ from edge_export.errors import (
     Interrupted,
     UsageError,
 )
-from edge_export.exporter import target_names
+from edge_export.exporter import Availability, select_targets, target_names
 from edge_export.faultpoints import AFTER_EXPORT, BEFORE_PUBLISH, pause_point
 from edge_export.job import Job, JobResult, ModelInfo, run_job
 from edge_export.package import (
@@ -68,6 +68,7 @@ class ExportOptions:
 class RunReport:
     results: list[JobResult] = field(default_factory=list)
     published: dict[tuple[str, str], Path] = field(default_factory=dict)
+    skipped: list[Availability] = field(default_factory=list)  # targets --target all left out
 
     @property
     def exit_code(self) -> int:
@@ -80,17 +81,8 @@ class RunReport:
 
 
 def resolve_targets(names: tuple[str, ...]) -> list[str]:
-    chosen: list[str] = []
-    for name in names:
-        for target in (target_names() if name == "all" else [name]):
-            if target not in target_names():
-                raise UsageError(f"unknown target {target!r}",
-                                 hint=f"choose from {', '.join(target_names())} or all")
-            if target not in chosen:
-                chosen.append(target)
-    if not chosen:
-        raise UsageError("no --target given", hint="e.g. --target android or --target all")
-    return chosen
+    """Targets to build; ``all`` means the installed ones (see exporter.select_targets)."""
+    return select_targets(names)[0]
 
 
 def resolve_recipes(targets: list[str], requested: tuple[str, ...]) -> list[tuple[str, Recipe]]:
@@ -159,7 +151,7 @@ def compose_with_compression(plan: list[tuple[str, Recipe]],
 def run_export(opts: ExportOptions) -> RunReport:
     from edge_export import workspace
 
-    targets = resolve_targets(opts.targets)
+    targets, skipped = select_targets(opts.targets)
     plan = resolve_recipes(targets, opts.recipes)
     for _, recipe in plan:
         needs = recipe.calibration_required and opts.calibration_data is None
@@ -170,7 +162,7 @@ def run_export(opts: ExportOptions) -> RunReport:
     clean_leftovers(opts.out)
     created_out = not opts.out.exists()
     root = staging_root(opts.out)
-    report = RunReport()
+    report = RunReport(skipped=skipped)
     progress = Progress([(t, r.name) for t, r in plan], quiet=opts.quiet)
     cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
     pool = None

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edge_export.exporter import target_names
+from edge_export.exporter import availability, target_names
 from edge_export.pipeline import RunReport
 from edge_export.recipe import builtin_recipes
 
@@ -51,7 +51,9 @@ def report_json(report: RunReport) -> dict[str, Any]:
         packages.append(entry)
     ok = report.exit_code == 0
     error = run_error(report)
-    return {"ok": ok, "packages": packages, **({"error": error} if error else {})}
+    skipped = [s.to_json() for s in report.skipped]  # targets --target all left out
+    return {"ok": ok, "packages": packages, **({"skipped": skipped} if skipped else {}),
+            **({"error": error} if error else {})}
 
 
 def run_error(report: RunReport) -> dict[str, Any] | None:
@@ -90,19 +92,27 @@ def print_summary(report: RunReport, out: Path) -> None:
     succeeded = [f"{r.target}/{r.recipe}" for r in report.results if r.status != "error"]
     if any(r.status == "error" for r in report.results) and succeeded:
         console.print(f"succeeded: {', '.join(succeeded)}", highlight=False)
+    for skipped in report.skipped:
+        console.print(f"skipped {skipped.target} (--target all): {skipped.describe()}",
+                      highlight=False, markup=False, soft_wrap=True)
     if report.published:
         console.print(f"packages are in {out}/", highlight=False)
 
 
 def recipe_matrix() -> dict[str, dict[str, Any]]:
-    """{recipe: {target: {"supported", "summary" | "reason"}}} over every shipped recipe."""
+    """{recipe: {target: {"supported", "summary" | "reason", "installed", "install"}}} over
+    every shipped recipe; ``installed`` says whether the target's toolchain is here and
+    ``install`` is the pip command that brings it (null when installed)."""
     matrix: dict[str, dict[str, Any]] = {}
     for target in target_names():
+        status = availability(target)
         for name, recipe in builtin_recipes(target).items():
             cell = ({"supported": True, "summary": recipe.summary, "scheme": recipe.scheme,
                      "calibration": recipe.calibration_required,
                      "minimum_deployment": recipe.minimum_deployment}
                     if recipe.supported else {"supported": False, "reason": recipe.unsupported})
+            cell.update(installed=status.installed, install=status.install_command
+                        if not status.installed else None)
             matrix.setdefault(name, {})[target] = cell
     return matrix
 
@@ -112,8 +122,9 @@ def print_recipe_matrix(matrix: dict[str, dict[str, Any]]) -> None:
     targets = target_names()
     table = Table(title="recipes × targets", show_lines=True)
     table.add_column("recipe", style="bold")
+    statuses = {t: availability(t) for t in targets}
     for target in targets:
-        table.add_column(target)
+        table.add_column(target if statuses[target].installed else f"{target} [red](not installed)[/]")
     order = ["fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight", "int4-weight", "8da4w",
              "palettize4"]
     for name in sorted(matrix, key=lambda n: (order.index(n) if n in order else 99, n)):
@@ -128,3 +139,7 @@ def print_recipe_matrix(matrix: dict[str, dict[str, Any]]) -> None:
                 cells.append(f"[dim]— {cell['reason']}[/]")
         table.add_row(name, *cells)
     console.print(table)
+    for status in statuses.values():
+        if not status.installed:
+            console.print(f"{status.target}: {status.describe()}", highlight=False, markup=False,
+                          soft_wrap=True)

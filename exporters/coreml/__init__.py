@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, package_version
+from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, Toolchain, package_version
 
 from .decompositions import decompose_for_coreml
 from .schemes import SCHEMES, coremltools
@@ -29,6 +29,8 @@ class CoreMLExporter(Exporter):
     format = "Core ML ML Program (.mlpackage)"
     runtime_name = "coreml"
     schemes = SCHEMES
+    # executorch: the int8-static recipe quantizes with its CoreMLQuantizer (PT2E via torchao)
+    toolchain = Toolchain("ios", ("coremltools", "executorch", "torchao"))
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         import torch

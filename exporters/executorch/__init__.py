@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.exporter import Exporter, Prepared, Runner, package_version
+from edge_export.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
 from .patterns import skip_unmatchable_patterns
 from .schemes import SCHEMES
@@ -20,6 +20,7 @@ class ExecuTorchExporter(Exporter):
     format = "ExecuTorch .pte (XNNPACK delegate)"
     runtime_name = "executorch"
     schemes = SCHEMES
+    toolchain = Toolchain("android", ("executorch", "torchao"))
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         import torch

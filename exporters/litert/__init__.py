@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.exporter import Exporter, Prepared, Runner, package_version
+from edge_export.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
 from .schemes import SCHEMES
 
@@ -21,6 +21,7 @@ class LiteRTExporter(Exporter):
     format = "LiteRT flatbuffer (.tflite)"
     runtime_name = "litert"
     schemes = SCHEMES
+    toolchain = Toolchain("tflite", ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"))
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         import litert_torch
