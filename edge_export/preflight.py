@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_export.errors import summarize_exception
-from edge_export.exporter import get_exporter
+from edge_export.exporter import availability, get_exporter
 from edge_export.tensors import TensorSpec
 
 
@@ -57,6 +57,10 @@ def inspect_model(spec: str, targets: list[str], input_specs: list[TensorSpec] =
 
 
 def _target_preflight(target: str, program: Any) -> dict[str, Any]:
+    available = availability(target)
+    if not available.installed:
+        return {"status": "not installed", "not_converted": [], "not_delegated": [],
+                "error": available.describe()}
     exporter = get_exporter(target)
     try:
         found = exporter.preflight(program)
