@@ -23,19 +23,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SPECIAL = ["<unk>", "<s>", "</s>"]
-HELD_OUT_EVERY = 10  # every 10th topic (sorted by name) is held out for perplexity
-
-
-def corpus() -> tuple[list[str], list[str]]:
-    """(train, held-out) documents: pydoc topics, split by topic so held-out text is unseen."""
-    from pydoc_data.topics import topics
-
-    names = sorted(topics)
-    train = [topics[n] for i, n in enumerate(names) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
-    held = [topics[n] for i, n in enumerate(names) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
-    return train, held
-
-
 def train_tokenizer(texts: list[str], vocab_size: int):
     """Byte-level BPE: every input string is encodable and decodes back exactly."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -101,7 +88,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    train_docs, held_docs = corpus()
+    from edge_export.llm.text import pydoc_split  # the split every LLM package is scored on
+
+    train_docs, held_docs = pydoc_split()
     tok = train_tokenizer(train_docs, args.vocab_size)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     train_ids, held_ids = encode(tok, train_docs), encode(tok, held_docs)
