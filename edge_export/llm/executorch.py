@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_export.exporter import package_version
+from edge_export.exporters.executorch.patterns import skip_unmatchable_patterns
 from edge_export.llm.backend import ExportSpec, LLMBackend
 from edge_export.llm.recipe import LLMRecipe
 
@@ -48,9 +49,10 @@ class ExecuTorchLLM(LLMBackend):
                     "get_bos_id": spec.bos_id if spec.bos_id is not None else -1,
                     "get_eos_ids": spec.eos_ids, "get_vocab_size": spec.vocab_size,
                     "use_kv_cache": True, "enable_dynamic_shape": True, "use_sdpa_with_kv_cache": False}
-        edge = to_edge_transform_and_lower(
-            program, partitioner=[XnnpackPartitioner()], constant_methods=metadata,
-            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
+        with skip_unmatchable_patterns():  # custom SDPA leaves no softmax for XNNPACK's SDPA patterns
+            edge = to_edge_transform_and_lower(
+                program, partitioner=[XnnpackPartitioner()], constant_methods=metadata,
+                compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
         del program
         executorch_program = edge.to_executorch(config=ExecutorchBackendConfig(
             do_quant_fusion_and_const_prop=True,
