@@ -50,6 +50,16 @@ def _hf_greedy(model, prompt_ids: list[int], steps: int) -> list[int]:
     return out[0, len(prompt_ids):].tolist()
 
 
+def _runner_metadata(pte: Path) -> dict:
+    """What ExecuTorch's LLM runner reads from the program, read with the runtime itself."""
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(pte))
+    names = ("get_max_context_len", "get_max_seq_len", "get_bos_id", "get_eos_ids", "get_vocab_size",
+             "use_kv_cache")
+    return {n: list(program.load_method(n).execute([])) for n in names}
+
+
 def _check_packages(root: Path, model) -> None:
     fp32, q4 = root / "android-fp32", root / "android-4bit"
     for pkg in (fp32, q4):
@@ -60,6 +70,9 @@ def _check_packages(root: Path, model) -> None:
         generation = json.loads((pkg / "generation_config.json").read_text())
         assert generation["max_context"] == 128 and generation["eos_token_ids"] == [2]
         assert generation["bos_token_id"] == 1
+        assert _runner_metadata(pkg / "model.pte") == {
+            "get_max_context_len": [128], "get_max_seq_len": [127], "get_bos_id": [1], "get_eos_ids": [2],
+            "get_vocab_size": [1024], "use_kv_cache": [True]}
     # fp32: the artifact's greedy continuation is transformers' own greedy decoding
     for golden in _manifest(fp32)["golden"]:
         data = json.loads((fp32 / golden["path"]).read_text())

@@ -21,7 +21,7 @@ def build():
     tokenizer = Tokenizer.from_file(str(HERE / "tokenizer.json"))
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256, tie_word_embeddings=False,
                          bos_token_id=tokenizer.token_to_id("<s>"), eos_token_id=tokenizer.token_to_id("</s>"))
     model = Qwen2ForCausalLM(config).eval()
