@@ -91,8 +91,17 @@ def _references(lm: LoadedLM, tokenizer: Any, spec: ExportSpec, steps: int) -> R
 
 def _build_one(lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
                refs: References, tokenizer: Any, opts: LLMOptions) -> dict[str, Any]:
+    root = staging_root(opts.out)
+    try:
+        return _build_in(root / f"{backend.target}-{recipe.name}", lm, model, backend, recipe, spec, refs,
+                         tokenizer, opts)
+    finally:  # whatever happened, no temporaries stay under --out
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _build_in(staged: Path, lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
+              refs: References, tokenizer: Any, opts: LLMOptions) -> dict[str, Any]:
     name = opts.name or lm.name
-    staged = staging_root(opts.out) / f"{backend.target}-{recipe.name}"
     staged.mkdir()
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -103,7 +112,6 @@ def _build_one(lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe,
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the toolchain's failure, as one line
-        shutil.rmtree(staged.parent, ignore_errors=True)
         raise ToolchainError(f"{backend.target} export of {recipe.name} failed: {summarize_exception(exc)}") from exc
     timings["export_s"] = time.perf_counter() - started
     session = backend.open_session(staged / backend.artifact_name)
@@ -145,7 +153,6 @@ def _build_one(lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe,
     manifest = pk.finish_manifest(staged, manifest)
     where = (package_dir if report.passed else failed_dir)(opts.out, name, opts.version, backend.target, recipe.name)
     publish(staged, where)
-    shutil.rmtree(staged.parent, ignore_errors=True)
     return {"target": backend.target, "recipe": recipe.name, "status": status, "path": str(where),
             "bytes": manifest["artifact"]["bytes"], "metrics": report.metrics, "failures": report.failures,
             "timings": timings}
