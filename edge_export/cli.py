@@ -39,7 +39,9 @@ Exit codes:
 LAZY_COMMANDS = {
     "bundle": "edge_export.bundle_cmd:bundle_cmd",
     "coreml-ops": "edge_export.bundle_cmd:coreml_ops_cmd",
+    "generate": "edge_export.llm.commands:generate_cmd",
     "inspect": "edge_export.inspect_cmd:inspect_cmd",
+    "llm": "edge_export.llm.commands:llm_cmd",
     "release": "edge_export.release_cmd:release_cmd",
     "verify": "edge_export.release_cmd:verify_cmd",
 }

@@ -1,0 +1,170 @@
+"""``edge-export llm``: load once, then per target x recipe quantize, export, verify by
+generation, and publish — or keep the failed package under ``OUT/.failed/``."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_export.errors import EXIT_GATE_FAILED, EXIT_OK, ToolchainError, UsageError, summarize_exception
+from edge_export.llm import evaluation as ev
+from edge_export.llm import package as pk
+from edge_export.llm.backend import ExportSpec, LLMBackend, get_backend
+from edge_export.llm.model import LoadedLM, check_context, load_lm, special_ids
+from edge_export.llm.recipe import LLMRecipe, load_recipe
+from edge_export.package import failed_dir, package_dir, publish, staging_root
+
+PREFILL_LIMIT = 127  # torch.export's static cache export takes a token Dim up to 127, not 128
+
+
+@dataclass
+class LLMOptions:
+    model: str
+    targets: tuple[str, ...]
+    recipes: tuple[str, ...]
+    max_context: int
+    out: Path
+    name: str | None = None
+    version: str = "0.1.0"
+
+
+@dataclass
+class References:
+    """What PyTorch float computes once, shared by every recipe."""
+
+    prompts: list[np.ndarray]
+    greedy: list[tuple[list[int], np.ndarray]]
+    windows: list[np.ndarray]
+    float_logits: list[np.ndarray]
+
+
+def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any]]]:
+    backends = {t: get_backend(t) for t in opts.targets}
+    recipes = [load_recipe(r) for r in opts.recipes]
+    for backend in backends.values():
+        for recipe in recipes:
+            if (reason := backend.refusal(recipe)) is not None:
+                raise UsageError(f"{backend.target} cannot build recipe {recipe.name}: {reason}")
+    lm = load_lm(opts.model)
+    check_context(lm, opts.max_context)
+    if lm.tokenizer_json is None:
+        raise UsageError(f"{opts.model} has no tokenizer.json; an LLM package must carry its tokenizer",
+                         hint="put tokenizer.json in the checkpoint directory (or set edge_export_tokenizer_json)")
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(lm.tokenizer_json))
+    bos, eos = special_ids(lm)
+    spec = ExportSpec(max_context=opts.max_context, max_seq_len=min(PREFILL_LIMIT, opts.max_context - 1),
+                      bos_id=bos, eos_ids=eos, vocab_size=int(lm.config.vocab_size))
+    refs = _references(lm, tokenizer, spec, max(r.greedy_steps for r in recipes))
+    results, code = [], EXIT_OK
+    for recipe in recipes:
+        model = lm.model if not recipe.quantized else load_lm(opts.model).model  # quantized in place
+        for backend in backends.values():
+            log(f"{backend.target}-{recipe.name}: quantizing, exporting and verifying ...")
+            result = _build_one(lm, model, backend, recipe, spec, refs, tokenizer, opts)
+            log(f"{backend.target}-{recipe.name}: {result['status']} -> {result['path']}"
+                + "".join(f"\n  gate failed: {f}" for f in result["failures"]))
+            results.append(result)
+            code = code if result["status"] == "passed" else EXIT_GATE_FAILED
+    return code, results
+
+
+def _references(lm: LoadedLM, tokenizer: Any, spec: ExportSpec, steps: int) -> References:
+    from edge_export.llm.text import pydoc_split
+
+    eager = ev.EagerSession(lm.model, spec.max_seq_len, spec.max_context)
+    prompts = [np.array(tokenizer.encode(p).ids, dtype=np.int64) for p in ev.GOLDEN_PROMPTS]
+    greedy = [ev.greedy(eager, p, steps) for p in prompts]
+    held = [i for doc in pydoc_split()[1] for i in tokenizer.encode(doc).ids]
+    windows = ev.eval_windows(held, spec.max_seq_len)
+    return References(prompts, greedy, windows, ev.teacher_forced(eager, windows))
+
+
+def _build_one(lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
+               refs: References, tokenizer: Any, opts: LLMOptions) -> dict[str, Any]:
+    root = staging_root(opts.out)
+    try:
+        return _build_in(root / f"{backend.target}-{recipe.name}", lm, model, backend, recipe, spec, refs,
+                         tokenizer, opts)
+    finally:  # whatever happened, no temporaries stay under --out
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _build_in(staged: Path, lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
+              refs: References, tokenizer: Any, opts: LLMOptions) -> dict[str, Any]:
+    name = opts.name or lm.name
+    staged.mkdir()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        model = backend.quantize(model, recipe)
+        reference = ev.EagerSession(model, spec.max_seq_len, spec.max_context)
+        backend.export(model, spec, recipe, staged / backend.artifact_name)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the toolchain's failure, as one line
+        raise ToolchainError(f"{backend.target} export of {recipe.name} failed: {summarize_exception(exc)}") from exc
+    timings["export_s"] = time.perf_counter() - started
+    session = backend.open_session(staged / backend.artifact_name)
+    report = ev.GateReport()
+    t0 = time.perf_counter()
+    artifact_greedy = [ev.greedy(session, p, recipe.greedy_steps) for p in refs.prompts]
+    artifact_logits = ev.teacher_forced(session, refs.windows)
+    if recipe.quantized:
+        ev.quantized_gates(report, recipe, refs.windows, refs.float_logits,
+                           ev.teacher_forced(reference, refs.windows), artifact_logits)
+        reference_greedy = [ev.greedy(reference, p, recipe.greedy_steps) for p in refs.prompts]
+    else:
+        reference_greedy = [(t[:recipe.greedy_steps], lg[:recipe.greedy_steps]) for t, lg in refs.greedy]
+        ev.greedy_gate(report, recipe, reference_greedy, artifact_greedy)
+        report.metrics["perplexity"] = {"float": ev.perplexity(refs.float_logits, refs.windows),
+                                        "artifact": ev.perplexity(artifact_logits, refs.windows)}
+    timings["verify_s"] = time.perf_counter() - t0
+    timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    status = "passed" if report.passed else "failed"
+    parity = {"status": status, "runtime": backend.runtime_name, "metrics": report.metrics,
+              "failures": report.failures}
+    (staged / "parity.json").write_text(json.dumps({**parity, "gates": recipe.as_dict()}, indent=2) + "\n")
+    generation = {"path": pk.GENERATION, "bos_token_id": spec.bos_id, "eos_token_ids": spec.eos_ids,
+                  "max_context": spec.max_context, "max_seq_len": spec.max_seq_len, "vocab_size": spec.vocab_size,
+                  "has_chat_template": lm.chat_template is not None}
+    pk.write_generation_config(staged, generation, lm.chat_template)
+    goldens = [{"prompt": text, "prompt_ids": p.tolist(), "continuation_ids": art[0],
+                "continuation_text": tokenizer.decode(art[0]), "pytorch_ids": ref[0]}
+               for text, p, art, ref in zip(ev.GOLDEN_PROMPTS, refs.prompts, artifact_greedy, reference_greedy)]
+    manifest = {
+        "name": name, "version": opts.version, "target": backend.target, "format": backend.format,
+        "recipe": recipe.as_dict(), "artifact": {"path": backend.artifact_name},
+        "tokenizer": pk.copy_tokenizer(staged, lm.tokenizer_json), "generation": generation,
+        "golden": pk.write_golden(staged, goldens), "parity": parity,
+        "runtime": {"runtime": backend.runtime_name, **backend.tool_versions()},
+        "tools": backend.tool_versions(), "timings": timings,
+        "source": {"model": lm.source, "architecture": type(lm.model).__name__,
+                   "parameters": sum(p.numel() for p in lm.model.parameters())}}
+    manifest = pk.finish_manifest(staged, manifest)
+    where = (package_dir if report.passed else failed_dir)(opts.out, name, opts.version, backend.target, recipe.name)
+    publish(staged, where)
+    return {"target": backend.target, "recipe": recipe.name, "status": status, "path": str(where),
+            "bytes": manifest["artifact"]["bytes"], "metrics": report.metrics, "failures": report.failures,
+            "timings": timings}
+
+
+def print_results(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        m = r["metrics"]
+        ppl = m.get("perplexity", {})
+        print(f"{r['target']:8} {r['recipe']:5} {r['status']:7} {r['bytes']:>10,} B  "
+              f"ppl float {ppl.get('float', 0):.2f} artifact {ppl.get('artifact', 0):.2f}  "
+              + (f"top-1 {m['top1_agreement']:.3f}  " if "top1_agreement" in m else
+                 f"cosine {m.get('greedy_worst_logits_cosine', 0):.6f}  ")
+              + f"export {r['timings']['export_s']:.1f}s  peak RSS {r['timings']['peak_rss_mb']:.0f} MB",
+              file=sys.stdout)

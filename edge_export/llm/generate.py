@@ -1,0 +1,60 @@
+"""``edge-export generate``: run an LLM package's artifact on its host runtime with the
+package's own tokenizer, streaming tokens as they come, then prefill and decode tok/s."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from edge_export.errors import UsageError
+from edge_export.llm.backend import get_backend
+from edge_export.llm.evaluation import prefill
+from edge_export.llm.package import read_llm_package
+
+
+def generate(pkg: Path, prompt: str, max_new_tokens: int, out: TextIO = sys.stdout,
+             err: TextIO = sys.stderr) -> dict[str, Any]:
+    """Greedy generation (the package's sampling default); returns ids and speeds."""
+    from tokenizers import Tokenizer
+
+    manifest = read_llm_package(pkg)
+    tokenizer = Tokenizer.from_file(str(pkg / manifest["tokenizer"]["path"]))
+    session = get_backend(manifest["target"]).open_session(pkg / manifest["artifact"]["path"])
+    ids = np.array(tokenizer.encode(prompt).ids, dtype=np.int64)
+    if len(ids) == 0:
+        raise UsageError("the prompt encodes to no tokens")
+    room = session.max_context - len(ids)
+    if room < 1:
+        raise UsageError(f"the prompt is {len(ids)} tokens; the package's context is {session.max_context}")
+    stop = set(manifest["generation"]["eos_token_ids"])
+    out.write(prompt)
+    out.flush()
+    t0 = time.perf_counter()
+    logits = prefill(session, ids)
+    prefill_s = time.perf_counter() - t0
+    tokens: list[int] = [int(np.argmax(logits))]
+    shown = ""
+    t1 = time.perf_counter()
+    while True:
+        text = tokenizer.decode(tokens)
+        if not text.endswith("\ufffd"):  # a multi-byte character may still be incomplete
+            out.write(text[len(shown):])
+            out.flush()
+            shown = text
+        if tokens[-1] in stop or len(tokens) >= min(max_new_tokens, room):
+            break
+        logits = session.forward(np.array(tokens[-1:]), len(ids) + len(tokens) - 1)[-1]
+        tokens.append(int(np.argmax(logits)))
+    decode_s = time.perf_counter() - t1
+    out.write("\n")
+    stats = {"prompt_tokens": len(ids), "new_tokens": len(tokens),
+             "prefill_tok_s": len(ids) / prefill_s,
+             "decode_tok_s": (len(tokens) - 1) / decode_s if len(tokens) > 1 and decode_s > 0 else 0.0}
+    err.write(f"prefill {stats['prompt_tokens']} tokens at {stats['prefill_tok_s']:.1f} tok/s, "
+              f"decode {stats['new_tokens'] - 1} tokens at {stats['decode_tok_s']:.1f} tok/s "
+              f"({manifest['runtime']['runtime']})\n")
+    return {"ids": tokens, **stats}

@@ -1,0 +1,35 @@
+"""PyTorch-side LLM quantization with torchao, shared by the backends that lower
+torchao-quantized graphs (XNNPACK): 8da4w and 8da8w on every eligible Linear."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_export.errors import UsageError
+from edge_export.llm.recipe import LLMRecipe
+
+
+def torchao_quantize(model: Any, recipe: LLMRecipe) -> Any:
+    if not recipe.quantized:
+        return model
+    import torch
+    from torchao.quantization import quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig
+
+    if recipe.activations != "int8-dynamic":
+        raise UsageError(f"recipe {recipe.name}: torchao backends need int8-dynamic activations "
+                         "(XNNPACK weight-only computes wrong outputs)")
+    group = recipe.group_size
+    granularity = PerGroup(group) if group else PerAxis(0)
+
+    def eligible(module: torch.nn.Module, _fqn: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and (not group or module.in_features % group == 0)
+
+    if not any(eligible(m, "") for m in model.modules()):
+        raise UsageError(f"recipe {recipe.name}: no Linear layer has in_features divisible by {group}")
+    weight_dtype = {"int4": torch.int4, "int8": torch.int8}[recipe.weights]
+    quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=weight_dtype,
+                                                           weight_granularity=granularity),
+              filter_fn=eligible)
+    return model

@@ -1,0 +1,185 @@
+"""edge-export llm / generate end to end: the trained tiny LM (Llama) and a Qwen2-style
+random config, exported to android at fp32 and 4bit, verified by generation, packaged
+and run again with `generate`. Expected tokens come from transformers' own
+``generate`` here, never from edge-export's code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_LM = ROOT / "examples" / "tiny_lm"
+QWEN2 = f"{TINY_LM / 'qwen2_random.py'}:build"
+
+
+def _export(tmp_path_factory, model: str, name: str) -> Path:
+    out = tmp_path_factory.mktemp(name)
+    proc = run_cli("llm", "--model", model, "--target", "android", "--recipe", "fp32", "--recipe", "4bit",
+                   "--max-context", "128", "--name", name, "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / f"{name}-0.1.0"
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory, str(TINY_LM), "tinylm")
+
+
+@pytest.fixture(scope="module")
+def qwen2(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory, QWEN2, "qwen2")
+
+
+def _manifest(pkg: Path) -> dict:
+    from edge_export.llm.package import read_llm_package
+
+    return read_llm_package(pkg)  # schema-validated
+
+
+def _hf_greedy(model, prompt_ids: list[int], steps: int) -> list[int]:
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=steps, min_new_tokens=steps,
+                             do_sample=False, eos_token_id=None, pad_token_id=0)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def _runner_metadata(pte: Path) -> dict:
+    """What ExecuTorch's LLM runner reads from the program, read with the runtime itself."""
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(pte))
+    names = ("get_max_context_len", "get_max_seq_len", "get_bos_id", "get_eos_ids", "get_vocab_size",
+             "use_kv_cache")
+    return {n: list(program.load_method(n).execute([])) for n in names}
+
+
+def _check_packages(root: Path, model) -> None:
+    fp32, q4 = root / "android-fp32", root / "android-4bit"
+    for pkg in (fp32, q4):
+        manifest = _manifest(pkg)
+        assert manifest["parity"]["status"] == "passed"
+        names = {f["path"] for f in manifest["files"]}
+        assert {"model.pte", "tokenizer.json", "generation_config.json", "parity.json"} <= names
+        generation = json.loads((pkg / "generation_config.json").read_text())
+        assert generation["max_context"] == 128 and generation["eos_token_ids"] == [2]
+        assert generation["bos_token_id"] == 1
+        assert _runner_metadata(pkg / "model.pte") == {
+            "get_max_context_len": [128], "get_max_seq_len": [127], "get_bos_id": [1], "get_eos_ids": [2],
+            "get_vocab_size": [1024], "use_kv_cache": [True]}
+    # fp32: the artifact's greedy continuation is transformers' own greedy decoding
+    for golden in _manifest(fp32)["golden"]:
+        data = json.loads((fp32 / golden["path"]).read_text())
+        assert data["continuation_ids"] == _hf_greedy(model, data["prompt_ids"], 32)
+    metrics = _manifest(q4)["parity"]["metrics"]
+    assert metrics["top1_agreement"] >= 0.9
+    assert metrics["perplexity"]["artifact"] <= 1.3 * metrics["perplexity"]["float"]
+    # int4 group-32 Linear weights: 0.5 byte + a scale per 32 instead of 4 bytes; embeddings stay float
+    import torch
+
+    linear_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    saved = (fp32 / "model.pte").stat().st_size - (q4 / "model.pte").stat().st_size
+    assert saved >= 0.75 * linear_bytes
+
+
+@pytest.mark.slow
+def test_tiny_lm_android_fp32_and_4bit(tiny_lm: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(TINY_LM, local_files_only=True).eval()
+    _check_packages(tiny_lm, model)
+    # a trained model: the 4-bit loss is visible but small, and float perplexity is far from vocab size
+    ppl = _manifest(tiny_lm / "android-4bit")["parity"]["metrics"]["perplexity"]
+    assert ppl["float"] < 40 < model.config.vocab_size
+    assert ppl["artifact"] > ppl["float"]
+
+
+@pytest.mark.slow
+def test_qwen2_style_android_fp32_and_4bit(qwen2: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qwen2_random", TINY_LM / "qwen2_random.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _check_packages(qwen2, module.build())
+    assert _manifest(qwen2 / "android-fp32")["source"]["architecture"] == "Qwen2ForCausalLM"
+
+
+@pytest.mark.slow
+def test_generate_streams_the_golden_continuation(tiny_lm: Path) -> None:
+    from tokenizers import Tokenizer
+
+    pkg = tiny_lm / "android-fp32"
+    golden = json.loads((pkg / "golden" / "prompt_000.json").read_text())
+    proc = run_cli("generate", str(pkg), "--prompt", golden["prompt"], "--max-new-tokens", "20", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = Tokenizer.from_file(str(TINY_LM / "tokenizer.json")).decode(golden["continuation_ids"][:20])
+    assert proc.stdout == golden["prompt"] + expected + "\n"
+    assert "prefill 7 tokens at" in proc.stderr and "decode 19 tokens at" in proc.stderr
+
+
+def _one_line_error(proc, code: int, words: str) -> None:
+    assert proc.returncode == code, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and words in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_model_directory(tmp_path: Path) -> None:
+    proc = run_cli("llm", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "dist"))
+    _one_line_error(proc, 2, "does not exist")
+
+
+def test_not_a_causal_lm(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(4, 4)\n")
+    proc = run_cli("llm", "--model", f"{tmp_path / 'm.py'}:build", "--out", str(tmp_path / "dist"))
+    _one_line_error(proc, 2, "not a transformers causal LM")
+
+
+def test_checkpoint_of_a_non_causal_model(tmp_path: Path) -> None:
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path / "vit")
+    proc = run_cli("llm", "--model", str(tmp_path / "vit"), "--out", str(tmp_path / "dist"))
+    _one_line_error(proc, 2, "not a causal language model")
+
+
+def test_max_context_beyond_the_model(tmp_path: Path) -> None:
+    proc = run_cli("llm", "--model", str(TINY_LM), "--max-context", "4096", "--out", str(tmp_path / "dist"))
+    _one_line_error(proc, 2, "exceeds the model's max_position_embeddings 512")
+    assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
+
+
+def test_generate_refuses_a_non_llm_package(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "name": "x"}))
+    proc = run_cli("generate", str(tmp_path), "--prompt", "hi")
+    _one_line_error(proc, 2, "not an LLM package")
+
+
+def test_unknown_recipe_is_refused_before_loading(tmp_path: Path) -> None:
+    proc = run_cli("llm", "--model", str(TINY_LM), "--recipe", "3bit", "--out", str(tmp_path / "dist"))
+    _one_line_error(proc, 2, "unknown LLM recipe '3bit'")
+
+
+@pytest.mark.slow
+def test_failed_gate_publishes_nothing(tmp_path: Path) -> None:
+    """A cosine floor above 1 cannot pass: exit 1, the package only under OUT/.failed/."""
+    recipe = tmp_path / "strict.toml"
+    recipe.write_text('name = "strict"\n[quantization]\nweights = "float32"\n'
+                      '[gates]\ngreedy_steps = 4\nmin_logits_cosine = 1.5\n')
+    out = tmp_path / "dist"
+    proc = run_cli("llm", "--model", QWEN2, "--recipe", str(recipe), "--max-context", "32", "--name", "q",
+                   "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "gate failed: logits cosine" in proc.stderr
+    assert not (out / "q-0.1.0").exists()
+    failed = _manifest(out / ".failed" / "q-0.1.0" / "android-strict")
+    assert failed["parity"]["status"] == "failed"
+    assert [p.name for p in out.iterdir()] == [".failed"]  # no temporaries left
