@@ -36,7 +36,12 @@ def _check_parity(model: nn.Module, args: tuple, path: Path, *, fp16: bool = Fal
             np.testing.assert_allclose(got[name], expected, rtol=1e-3, atol=1e-4 * scale)
 
 
-@pytest.mark.parametrize("arch", sorted(ZOO))
+# One of each family runs in `make test`; the rest are `extended` (make test-extended).
+REPRESENTATIVE = ("bert", "llama", "t5-encoder", "vit", "mobilenetv2", "whisper-encoder", "clip")
+
+
+@pytest.mark.parametrize("arch", [a if a in REPRESENTATIVE else pytest.param(a, marks=pytest.mark.extended)
+                                  for a in sorted(ZOO)])
 def test_architecture_converts_and_matches_torch(arch: str, tmp_path: Path) -> None:
     model, args = ZOO[arch]()
     _check_parity(model, args, tmp_path / f"{arch}.mlpackage")

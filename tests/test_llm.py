@@ -101,6 +101,7 @@ def test_tiny_lm_android_fp32_and_4bit(tiny_lm: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_qwen2_style_android_fp32_and_4bit(qwen2: Path) -> None:
     import importlib.util
 
@@ -169,6 +170,7 @@ def test_unknown_recipe_is_refused_before_loading(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_failed_gate_publishes_nothing(tmp_path: Path) -> None:
     """A cosine floor above 1 cannot pass: exit 1, the package only under OUT/.failed/."""
     recipe = tmp_path / "strict.toml"
