@@ -1,7 +1,9 @@
-"""Recipe keep-float patterns resolve to the right layers (no toolchain beyond torch.export)."""
+"""Recipe keep-float patterns resolve to the right layers; quantized Core ML lowering keeps requantizations."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -43,3 +45,47 @@ def test_first_and_last_keep_only_those_layers_float():
 
 def test_no_patterns_means_no_filter():
     assert keep_float_filter([], graph()) is None
+
+
+class PoolFlattenClassifier(nn.Module):
+    """conv -> ReLU6 -> global pool -> view -> linear: PT2E requantizes at the view
+    (pool output [0, 6], zero point 0 -> classifier input with its own range)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(nn.functional.relu6(self.conv(x)))
+        return self.fc(x.view(x.shape[0], -1))
+
+
+@pytest.mark.slow
+def test_coreml_int8_static_keeps_a_requantizing_flatten(tmp_path):
+    """The lowered ML Program must compute what the PT2E reference computes: coremltools'
+    int_op_canonicalization used to turn dequantize -> reshape -> quantize into an integer
+    reshape that ignores the change of scale and zero point (EfficientNet-Lite0: -11 dB)."""
+    from edge_export.exporters.coreml import CoreMLExporter
+    from edge_export.exporters.coreml.schemes import pt2e_coreml
+
+    from edge_export.exporter import BuildContext
+    from edge_export.recipe import builtin_recipes
+
+    torch.manual_seed(0)
+    model = PoolFlattenClassifier().eval()
+    samples = [(torch.randn(1, 3, 8, 8),) for _ in range(16)]
+    recipe = builtin_recipes("ios")["int8-static"]
+    context = BuildContext(calibration=samples, reload_module=lambda: model, example_inputs=samples[0],
+                           input_names=["x"], output_names=["logits"])
+    prepared = pt2e_coreml(torch.export.export(model, samples[0]), recipe, context)
+    prepared.example_inputs, prepared.input_names, prepared.output_names = samples[0], ("x",), ("logits",)
+    exporter = CoreMLExporter()
+    exporter.lower(prepared, recipe, tmp_path / "model.mlpackage")
+    _runtime, run = exporter.load_runtime(tmp_path / "model.mlpackage")
+    for (x,) in samples[:4]:
+        expected = prepared.reference(x).numpy()
+        (got,) = run([x.numpy()])
+        noise = ((got.reshape(expected.shape) - expected) ** 2).sum()
+        assert 10 * np.log10((expected ** 2).sum() / max(noise, 1e-30)) > 30.0

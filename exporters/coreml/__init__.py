@@ -18,7 +18,7 @@ import numpy as np
 from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, Toolchain, package_version
 
 from .decompositions import decompose_for_coreml
-from .schemes import SCHEMES, coremltools
+from .schemes import SCHEMES, conversion_pipeline, coremltools
 
 VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
 
@@ -51,6 +51,7 @@ class CoreMLExporter(Exporter):
                                else ct.precision.FLOAT32),
             minimum_deployment_target=getattr(ct.target, recipe.minimum_deployment or "iOS17"),
             skip_model_load=True,
+            pass_pipeline=conversion_pipeline(),
         )
         if prepared.post_convert is not None:
             mlmodel = prepared.post_convert(mlmodel)

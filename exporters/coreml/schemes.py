@@ -40,6 +40,21 @@ def coremltools() -> Any:
 UNUSED_OPTIONAL_DEPS = ("sklearn", "transformers", "executorch")
 
 
+# coremltools 9.0's int_op_canonicalization rewrites dequantize -> reshape -> quantize
+# into an integer reshape without checking that both ends share scale and zero point.
+# PT2E requantizes at a flatten (avg-pool output [0, 6] uint8 zp 0 -> classifier input
+# zp 128), so the pass silently reinterprets the codes: EfficientNet-Lite0 int8-static
+# fell to -11 dB. Without it, the reshape stays a float op between the two (correct).
+UNSAFE_PASSES = ("common::int_op_canonicalization",)
+
+
+def conversion_pipeline() -> Any:
+    """coremltools' default pass pipeline minus the passes that are wrong for PT2E graphs."""
+    pipeline = coremltools().PassPipeline.DEFAULT
+    pipeline.remove_passes(UNSAFE_PASSES)
+    return pipeline
+
+
 @contextlib.contextmanager
 def _without(names: tuple[str, ...]) -> Iterator[None]:
     """Make ``import name`` fail for modules not loaded yet, for the duration."""
