@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -67,12 +68,15 @@ def file_entries(pkg: Path) -> list[dict[str, Any]]:
             if p.is_file() and p.relative_to(pkg).as_posix() != MANIFEST]
 
 
-def write_manifest(pkg: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def write_manifest(pkg: Path, manifest: dict[str, Any],
+                   validate: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Hash the artifact and every file, validate (against the model-package schema unless
+    another validator is given, e.g. the LLM package's) and write manifest.json."""
     artifact = pkg / manifest["artifact"]["path"]
     sha, size = artifact_sha256(artifact)
     manifest["artifact"].update(sha256=sha, bytes=size)
     manifest["files"] = file_entries(pkg)
-    validate_manifest(manifest)
+    (validate or validate_manifest)(manifest)
     (pkg / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 

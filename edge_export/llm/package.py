@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_export.errors import PackageError
-from edge_export.hashing import artifact_sha256
-from edge_export.package import MANIFEST, SCHEMA_VERSION, file_entries
+from edge_export.package import MANIFEST, SCHEMA_VERSION, write_manifest
 
 GENERATION = "generation_config.json"
 TOKENIZER = "tokenizer.json"
@@ -46,14 +45,9 @@ def copy_tokenizer(pkg: Path, tokenizer_json: Path) -> dict[str, str]:
 
 
 def finish_manifest(pkg: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Hash everything, validate, and write manifest.json."""
-    sha, size = artifact_sha256(pkg / manifest["artifact"]["path"])
+    """Hash everything, validate against the LLM schema, and write manifest.json."""
     manifest.update(schema_version=SCHEMA_VERSION, kind="llm")
-    manifest["artifact"].update(sha256=sha, bytes=size)
-    manifest["files"] = file_entries(pkg)
-    validate_llm_manifest(manifest)
-    (pkg / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+    return write_manifest(pkg, manifest, validate=validate_llm_manifest)
 
 
 @cache
