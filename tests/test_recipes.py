@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_export.cli import cli
+from edge_export.pipeline import PREQUANTIZED
 from edge_export.recipe import builtin_recipes, load_recipe_file
 
 from .conftest import DIGITS, EXAMPLES, export_json, run_cli
@@ -21,7 +22,10 @@ TARGETS = ("android", "ios", "tflite")
 
 
 def supported(target: str) -> list[str]:
-    return [n for n, r in builtin_recipes(target).items() if r.supported and n != "fp32"]
+    """The quantization recipes a float model can take (``prequantized`` is for models the
+    user quantized with PT2E: tests/test_handed_over.py covers it)."""
+    return [n for n, r in builtin_recipes(target).items()
+            if r.supported and n not in ("fp32", PREQUANTIZED)]
 
 
 def bits(target: str, name: str) -> int:
