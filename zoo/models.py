@@ -494,10 +494,11 @@ def _pt2e_cnn(qat: bool) -> tuple[nn.Module, tuple[torch.Tensor]]:
         prepared = prepare_qat_pt2e(graph, quantizer)
         optimizer = torch.optim.SGD(prepared.parameters(), lr=1e-3)
         targets = torch.randint(0, 10, (1,), generator=gen)
-        for batch in batches:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(prepared(batch), targets).backward()
-            optimizer.step()
+        with torch.enable_grad():  # a caller (or an earlier builder) may have turned grad off
+            for batch in batches:
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(prepared(batch), targets).backward()
+                optimizer.step()
         move_exported_model_to_eval(prepared)
     else:
         graph = torch.export.export(model, example).module()
