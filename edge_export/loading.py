@@ -42,6 +42,7 @@ class LoadedModel:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     compression: Compression = field(default_factory=lambda: Compression())
     declared_kinds: dict[str, str] = field(default_factory=dict)  # metadata "output_kinds"
+    example_outputs: list[np.ndarray] = field(default_factory=list)  # flat, on example_inputs
 
 
 def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: bool = False,
@@ -70,7 +71,8 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
     if needs_adapter(raw, keywords):
         module = FlatCall(module, keywords)
     names = output_names(raw)  # refuses non-tensor outputs, before anything reads them
-    check_finite(flat_numpy(raw), spec)
+    outputs = flat_numpy(raw)
+    check_finite(outputs, spec)
     input_names = list(keywords) or _input_names(module, len(examples), metadata, input_specs)
     return LoadedModel(
         module=module,
@@ -83,6 +85,7 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
         preprocessing=dict(metadata.get("preprocessing") or {}),
         compression=compression,
         declared_kinds=dict(metadata.get("output_kinds") or {}),
+        example_outputs=outputs,
     )
 
 

@@ -23,12 +23,12 @@ def inspect_model(spec: str, targets: list[str], input_specs: list[TensorSpec] =
     import torch
 
     from edge_export.capture import toolchain_output
-    from edge_export.loading import eager_outputs, load_model
+    from edge_export.loading import load_model
     from edge_export.workspace import export_failure, output_kinds
 
     loaded = load_model(spec, input_specs=list(input_specs), trust_pickle=trust_pickle)
     params = list(loaded.module.parameters())
-    outputs = eager_outputs(loaded.module, loaded.example_inputs)
+    outputs = loaded.example_outputs
     report: dict[str, Any] = {
         "model": spec, "name": loaded.name,
         "parameters": sum(p.numel() for p in params),

@@ -26,13 +26,17 @@ def _gather(a: Args, step: Step) -> np.ndarray:
     return out.reshape(*batch, *pre, *idx.shape[b:], *post)
 
 
-@kernel("gather_along_axis", "take_along_axis, negative indices")
-def _gather_along_axis(a: Args, step: Step) -> np.ndarray:
-    x = a["x"]
+def _along_axis(a: Args, x: np.ndarray) -> tuple[int, np.ndarray]:
+    """(axis, indices) of a *_along_axis op, with negative indices counted from the end."""
     axis = int_of(a, "axis", 0) % x.ndim
     idx = np.asarray(a["indices"]).astype(np.int64)
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
-    return np.take_along_axis(x, idx, axis=axis)
+    return axis, np.where(idx < 0, idx + x.shape[axis], idx)
+
+
+@kernel("gather_along_axis", "take_along_axis, negative indices")
+def _gather_along_axis(a: Args, step: Step) -> np.ndarray:
+    axis, idx = _along_axis(a, a["x"])
+    return np.take_along_axis(a["x"], idx, axis=axis)
 
 
 @kernel("gather_nd", "batch_dims = 0 only")
@@ -76,9 +80,7 @@ def _scatter(a: Args, step: Step) -> np.ndarray:
 @kernel("scatter_along_axis", "modes update/add/sub/mul/div/max/min")
 def _scatter_along_axis(a: Args, step: Step) -> np.ndarray:
     data = a["data"]
-    axis = int_of(a, "axis", 0) % data.ndim
-    idx = np.asarray(a["indices"]).astype(np.int64)
-    idx = np.where(idx < 0, idx + data.shape[axis], idx)
+    axis, idx = _along_axis(a, data)
     grid = list(np.indices(idx.shape, sparse=True))
     grid[axis] = idx
     return _scatter_into(data, tuple(grid), a["updates"], str_of(a, "mode", "add"))
