@@ -25,7 +25,7 @@ from edge_export.adapt import FlatCall, contiguous, has_strided_weights, needs_a
 from edge_export.capture import toolchain_output
 from edge_export.compression import Compression, prepare_compressed
 from edge_export.errors import UnsafeInputError, UsageError, summarize_exception
-from edge_export.tensors import TensorSpec
+from edge_export.tensors import DynamicDim, TensorSpec, with_dynamic_dims
 
 METADATA_ATTR = "edge_export_metadata"
 EXAMPLE_INPUTS_ATTR = "example_inputs"
@@ -46,7 +46,8 @@ class LoadedModel:
 
 
 def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: bool = False,
-               name: str | None = None) -> LoadedModel:
+               name: str | None = None, dynamic: dict[str, list[DynamicDim]] | None = None) -> LoadedModel:
+    """``dynamic``: the ``--dynamic`` declarations, which replace the metadata's ``dynamic_dims``."""
     module, examples, default_name = _load_module(spec, trust_pickle)
     compression = prepare_compressed(module)
     metadata = dict(getattr(module, METADATA_ATTR, {}) or {})
@@ -74,11 +75,12 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
     outputs = flat_numpy(raw)
     check_finite(outputs, spec)
     input_names = list(keywords) or _input_names(module, len(examples), metadata, input_specs)
+    specs = [TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+             for n, t in zip(input_names, examples, strict=True)]
     return LoadedModel(
         module=module,
         example_inputs=examples,
-        inputs=[TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
-                for n, t in zip(input_names, examples, strict=True)],
+        inputs=with_dynamic_dims(specs, dynamic if dynamic else _declared_dynamic(metadata)),
         output_names=list(metadata.get("output_names") or names),
         name=name or metadata.get("name") or default_name,
         labels=metadata.get("labels"),
@@ -87,6 +89,17 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
         declared_kinds=dict(metadata.get("output_kinds") or {}),
         example_outputs=outputs,
     )
+
+
+def _declared_dynamic(metadata: dict) -> dict[str, list[DynamicDim]]:
+    """``edge_export_metadata["dynamic_dims"] = {"input_ids": {1: (1, 512)}}``."""
+    declared = metadata.get("dynamic_dims") or {}
+    try:
+        return {str(name): [DynamicDim(int(dim), int(low), int(high)) for dim, (low, high) in dims.items()]
+                for name, dims in declared.items()}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise UsageError(f"edge_export_metadata['dynamic_dims'] is malformed: {exc}",
+                         hint='write {"input_ids": {1: (1, 512)}}: input name -> {dim: (min, max)}') from exc
 
 
 def eager_outputs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:

@@ -111,3 +111,17 @@ def nested_outputs():
             return {"scores": y, "parts": (y[:, :3].relu(), [y[:, 3:].sigmoid()])}
 
     return Nested().eval(), (torch.randn(1, 4),)
+
+
+def fixed_length():
+    """A model that bakes its sequence length into a reshape: it cannot take a dynamic length."""
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = nn.Linear(12 * 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.reshape(1, 12 * 4))
+
+    return Fixed().eval(), (torch.randn(1, 12, 4),)
