@@ -43,13 +43,20 @@ class LoadedModel:
     compression: Compression = field(default_factory=lambda: Compression())
     declared_kinds: dict[str, str] = field(default_factory=dict)  # metadata "output_kinds"
     example_outputs: list[np.ndarray] = field(default_factory=list)  # flat, on example_inputs
+    # The user's own module when ``module`` computes differently (torchao weights dequantized
+    # for the targets' schemes): parity compares every artifact with what the user handed over.
+    user_module: torch.nn.Module | None = None
+
+    @property
+    def reference(self) -> torch.nn.Module:
+        return self.user_module if self.user_module is not None else self.module
 
 
 def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: bool = False,
                name: str | None = None, dynamic: dict[str, list[DynamicDim]] | None = None) -> LoadedModel:
     """``dynamic``: the ``--dynamic`` declarations, which replace the metadata's ``dynamic_dims``."""
     module, examples, default_name = _load_module(spec, trust_pickle)
-    compression = prepare_compressed(module)
+    module, compression, reference = prepare_compressed(module)
     metadata = dict(getattr(module, METADATA_ATTR, {}) or {})
     if input_specs:
         examples = tuple(_tensor_for(s) for s in input_specs)
@@ -68,9 +75,10 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
     if has_strided_weights(module):
         module = module.to(memory_format=torch.contiguous_format)
         compression.layout = "channels_last"
-    raw = _run_eagerly(module, examples, keywords, spec)
+    raw = _run_eagerly(reference if reference is not None else module, examples, keywords, spec)
     if needs_adapter(raw, keywords):
         module = FlatCall(module, keywords)
+        reference = FlatCall(reference, keywords) if reference is not None else None
     names = output_names(raw)  # refuses non-tensor outputs, before anything reads them
     outputs = flat_numpy(raw)
     check_finite(outputs, spec)
@@ -88,6 +96,7 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
         compression=compression,
         declared_kinds=dict(metadata.get("output_kinds") or {}),
         example_outputs=outputs,
+        user_module=reference,
     )
 
 

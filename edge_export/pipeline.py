@@ -123,9 +123,14 @@ FLOAT_RECIPE = "fp32"
 def compose_with_compression(plan: list[tuple[str, Recipe]],
                              compression: dict) -> list[tuple[str, Recipe]]:
     """A model the user already quantized keeps its quantization: the float recipe becomes
-    ``prequantized`` (the graph lowered as it is); any other recipe would quantize it again
-    and is refused, never applied silently."""
+    ``prequantized`` for a PT2E graph (lowered as it is) and, for torchao weights, each
+    target's recipe of the same scheme (compression.TORCHAO_EQUIVALENTS); any other recipe
+    would quantize it again and is refused, never applied silently."""
+    from edge_export.compression import TORCHAO_PREFIX
+
     quantized = compression.get("quantization")
+    if quantized and quantized.startswith(TORCHAO_PREFIX):
+        return _carry_torchao(plan, quantized)
     if not quantized:
         for target, recipe in plan:
             if recipe.name == PREQUANTIZED:
@@ -145,6 +150,29 @@ def compose_with_compression(plan: list[tuple[str, Recipe]],
             raise UsageError(f"target {target} cannot take a {quantized}-quantized model: "
                              f"{own.unsupported if own else 'no prequantized recipe'}",
                              hint=f"targets that can: {', '.join(able)}")
+        if (target, own) not in composed:
+            composed.append((target, own))
+    return composed
+
+
+def _carry_torchao(plan: list[tuple[str, Recipe]], quantized: str) -> list[tuple[str, Recipe]]:
+    from edge_export.compression import TORCHAO_EQUIVALENTS, TORCHAO_PREFIX
+
+    equivalents = TORCHAO_EQUIVALENTS[quantized.removeprefix(TORCHAO_PREFIX)]
+    composed = []
+    for target, recipe in plan:
+        shipped = builtin_recipes(target)
+        own = next((shipped[n] for n in equivalents if n in shipped and shipped[n].supported), None)
+        if own is None:
+            able = [t for t in target_names()
+                    if any((r := builtin_recipes(t).get(n)) and r.supported for n in equivalents)]
+            why = "; ".join(f"{n}: {shipped[n].unsupported}" for n in equivalents if n in shipped)
+            raise UsageError(f"target {target} cannot carry a {quantized} model ({why})",
+                             hint=f"targets that can: {', '.join(able)}")
+        if recipe.name not in (FLOAT_RECIPE, own.name):
+            raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
+                             f"({target}) would quantize it again",
+                             hint=f"pass no --recipe: it ships as {target}'s {own.name!r}")
         if (target, own) not in composed:
             composed.append((target, own))
     return composed

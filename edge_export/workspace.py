@@ -60,7 +60,7 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
                                       preprocessing=loaded.preprocessing, limit=limit)
     if opts.eval_data is not None:
         _write_eval(opts, loaded, folder)
-    reference = [tuple(eager_outputs(loaded.module, _torch(s))) for s in parity]
+    reference = [tuple(eager_outputs(loaded.reference, _torch(s))) for s in parity]
     np.savez(folder / "parity.npz", **stable_arrays(parity, "in_"),
              **stable_arrays(reference, "out_"))
     if calibration:
@@ -101,7 +101,7 @@ def _write_sizes(loaded: LoadedModel, example: tuple[np.ndarray, ...], folder: P
     for k, sizes in enumerate(parity_sizes(loaded.inputs)):
         sample = resized_sample(example, loaded.inputs, sizes)
         arrays.update({f"s{k}_in_{i}": a for i, a in enumerate(sample)})
-        outputs = eager_outputs(loaded.module, _torch(sample))
+        outputs = eager_outputs(loaded.reference, _torch(sample))
         arrays.update({f"s{k}_out_{j}": a for j, a in enumerate(outputs)})
     if arrays:
         np.savez(folder / "sizes.npz", **arrays)
@@ -164,7 +164,7 @@ def _parity_samples(opts: Any, loaded: LoadedModel) -> tuple[list, str]:
 def _write_eval(opts: Any, loaded: LoadedModel, folder: Path) -> None:
     samples, labels = load_samples(opts.eval_data, loaded.inputs, flag="--eval-data",
                                    preprocessing=loaded.preprocessing, require_labels=True)
-    hits = [int(np.argmax(eager_outputs(loaded.module, _torch(s))[0])) == int(y)
+    hits = [int(np.argmax(eager_outputs(loaded.reference, _torch(s))[0])) == int(y)
             for s, y in zip(samples, labels, strict=True)]
     np.savez(folder / "eval.npz", **stable_arrays(samples, "in_"), labels=labels,
              float_accuracy=np.float64(100.0 * np.mean(hits)))
@@ -216,7 +216,7 @@ def _write_app_vectors(loaded: LoadedModel, folder: Path) -> None:
     image = (Image.fromarray(pixels[0], "L") if pixels.shape[0] == 1
              else Image.fromarray(np.moveaxis(pixels, 0, -1), "RGB"))
     entry = write_app_vectors(folder / "golden", pre, list(loaded.inputs[0].shape),
-                              lambda t: eager_outputs(loaded.module, (_torch_one(t),))[0], image)
+                              lambda t: eager_outputs(loaded.reference, (_torch_one(t),))[0], image)
     (folder / "app_vectors.json").write_text(json.dumps(entry, sort_keys=True))
 
 
