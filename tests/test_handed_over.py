@@ -110,7 +110,8 @@ def test_torchao_quantized_models_are_carried_onto_each_targets_scheme(model, ta
     for pkg in packages:
         assert pkg["recipe"] == recipes[pkg["target"]]
         m = manifest(pkg)
-        assert m["source"]["compression"]["quantization"] == f"torchao:{model.removeprefix('torchao_').replace('_', '-')}"
+        scheme = model.removeprefix("torchao_").replace("_", "-")
+        assert m["source"]["compression"]["quantization"] == f"torchao:{scheme}"
         # parity's reference is the user's torchao module, not a float copy of it
         golden = np.fromfile(Path(pkg["path"]) / m["golden"]["samples"][0]["outputs"]["output"], "<f4")
         np.testing.assert_allclose(golden.reshape(user_out.shape), user_out, rtol=0, atol=1e-6)
