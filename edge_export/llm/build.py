@@ -67,8 +67,9 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
     refs = _references(lm, tokenizer, spec, max(r.greedy_steps for r in recipes))
     results, code = [], EXIT_OK
     for recipe in recipes:
-        model = lm.model if not recipe.quantized else load_lm(opts.model).model  # quantized in place
         for backend in backends.values():
+            # each backend quantizes in place with its own scheme: a fresh float copy each time
+            model = lm.model if not recipe.quantized else load_lm(opts.model).model
             log(f"{backend.target}-{recipe.name}: quantizing, exporting and verifying ...")
             result = _build_one(lm, model, backend, recipe, spec, refs, tokenizer, opts)
             log(f"{backend.target}-{recipe.name}: {result['status']} -> {result['path']}"
