@@ -144,8 +144,10 @@ class Exporter(abc.ABC):
         """Lower to the target format and write the artifact at ``dest``."""
 
     @abc.abstractmethod
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
-        """(runtime name, runner) for the host; raise RuntimeUnavailable when it cannot run."""
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        """(runtime name, runner) for the host; raise RuntimeUnavailable when it cannot run.
+        ``threads`` is the runtime's own thread pool (``--threads``): parity does not
+        depend on it, latency does, so every runtime must honour it."""
 
     @abc.abstractmethod
     def tool_versions(self) -> dict[str, str]:

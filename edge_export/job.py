@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import time
 import traceback
 from collections.abc import Callable
@@ -31,7 +30,6 @@ from edge_export.tensors import TensorSpec
 # Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
 # recipe does not set one: tight, because both sides compute the same quantized graph.
 DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
-LATENCY_RUNS = 20
 
 
 @dataclass(frozen=True)
@@ -63,6 +61,7 @@ class Job:
     debug: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
     cache_key: str | None = None
+    threads: int = 1  # --threads: every runtime's pool while measuring latency
 
     @property
     def key(self) -> tuple[str, str]:
@@ -216,7 +215,10 @@ def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
     inputs = _columns(arrays, "in_", n_in)
     reference = [list(s) for s in _columns(arrays, "out_", n_out)]
     try:
-        runtime, run = exporter.load_runtime(artifact)
+        from edge_export.latency import limit_threads
+
+        limit_threads(job.threads)
+        runtime, run = exporter.load_runtime(artifact, threads=job.threads)
     except RuntimeUnavailable as exc:
         result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
                               thresholds=job.recipe.parity.to_json())
@@ -239,7 +241,7 @@ def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
                         runtime, "pytorch-quantized", **kinds)
         if fidelity.status == "failed" and quality.status == "passed":
             quality.status, quality.reason = "failed", fidelity.reason
-    latency = _latency(run, inputs[0])
+    latency = _latency(run, inputs[0], job.threads)
     accuracy = _accuracy(job, run, runtime)
     return _parity_json(quality, fidelity, job), latency, accuracy
 
@@ -259,13 +261,11 @@ def _parity_json(quality: ParityResult, fidelity: ParityResult | None, job: Job)
     return data
 
 
-def _latency(run: Any, sample: tuple[np.ndarray, ...]) -> dict[str, Any]:
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        run(list(sample))
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": round(statistics.median(times), 4), "runs": LATENCY_RUNS, "threads": 1}
+def _latency(run: Any, sample: tuple[np.ndarray, ...], threads: int) -> dict[str, Any]:
+    """min/median/p90 after warm-up, with the load average (edge_export.latency)."""
+    from edge_export.latency import single
+
+    return single(lambda: run(list(sample)), threads=threads)
 
 
 def _accuracy(job: Job, run: Any, runtime: str) -> dict[str, Any] | None:

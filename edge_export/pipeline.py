@@ -62,6 +62,7 @@ class ExportOptions:
     force: bool = False  # replace a published package built from a different model
     quiet: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
+    threads: int = 1  # every runtime's thread pool while latency is measured (--threads)
 
 
 @dataclass
@@ -178,7 +179,7 @@ def run_export(opts: ExportOptions) -> RunReport:
         jobs = [Job(target=t, recipe=r, model=prepared.model, workspace=root / "workspace",
                     staging=root / f"{t}-{r.name}", parity_inputs_from=prepared.parity_from,
                     max_accuracy_drop=opts.max_accuracy_drop, debug=opts.debug,
-                    cache_dir=opts.cache_dir)
+                    cache_dir=opts.cache_dir, threads=opts.threads)
                 for t, r in plan]
         jobs = _with_cache_keys(jobs, prepared.inputs_sha256)
         pause_point(AFTER_EXPORT)

@@ -74,10 +74,14 @@ class CoreMLExporter(Exporter):
         if sys.platform != "darwin":
             from . import mil  # noqa: F401
 
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
-        if sys.platform == "darwin":
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        if sys.platform == "darwin":  # Core ML schedules its own threads: not settable
             return "coreml", _coreml_runner(artifact)
+        from edge_export.latency import limit_threads
+
         from . import mil
+
+        limit_threads(threads)  # numpy's BLAS/OpenMP pools run the reference executor
 
         program = mil.load(artifact)
         missing = program.unsupported_ops()

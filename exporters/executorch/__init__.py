@@ -45,10 +45,16 @@ class ExecuTorchExporter(Exporter):
         from executorch.backends.xnnpack.partition import xnnpack_partitioner  # noqa: F401
         from executorch.exir import to_edge_transform_and_lower  # noqa: F401
 
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
         import executorch.kernels.quantized  # noqa: F401 - registers q/dq ops left outside XNNPACK
         import torch
+        from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
+
+        # XNNPACK's pool is process-wide and defaults to one thread per core, whatever
+        # torch's setting: without this, "1 thread" latency ran on every core.
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
 
         method = Runtime.get().load_program(str(artifact)).load_method("forward")
 

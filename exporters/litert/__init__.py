@@ -45,10 +45,10 @@ class LiteRTExporter(Exporter):
         import litert_torch  # noqa: F401
         from ai_edge_litert import interpreter  # noqa: F401
 
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(artifact), num_threads=1)
+        interpreter = Interpreter(model_path=str(artifact), num_threads=threads)
         (key, signature), = interpreter.get_signature_list().items()
         runner = interpreter.get_signature_runner(key)
         in_details = runner.get_input_details()
