@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge_export.errors import UsageError
 
+if TYPE_CHECKING:  # numpy is not imported at start: a warm re-run never needs it
+    import numpy as np
+
 ENTRY_POINT_GROUP = "edge_export.exporters"
 
-Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+Runner = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
 
 
 class RuntimeUnavailable(Exception):

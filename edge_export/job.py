@@ -14,18 +14,18 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edge_export import __version__
 from edge_export.capture import toolchain_output
 from edge_export.errors import EdgeExportError, ToolchainError, output_error, summarize_exception
 from edge_export.exporter import BuildContext, RuntimeUnavailable, get_exporter
 from edge_export.package import SCHEMA_VERSION, write_golden, write_manifest
-from edge_export.parity import ParityResult, gate
 from edge_export.recipe import Recipe, Thresholds
 from edge_export.tensors import TensorSpec
+
+if TYPE_CHECKING:  # imported where used: the warm re-run path imports this module
+    import numpy as np
 
 # Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
 # recipe does not set one: tight, because both sides compute the same quantized graph.
@@ -169,6 +169,8 @@ def _close_timings(timings: dict[str, float]) -> None:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if not path.exists():
         return {}
     with np.load(path, allow_pickle=False) as npz:
@@ -210,6 +212,8 @@ def _context(job: Job) -> BuildContext:
 
 
 def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
+    from edge_export.parity import ParityResult, gate
+
     n_in, n_out = len(job.model.inputs), len(job.model.output_names)
     arrays = _load_npz(job.workspace / "parity.npz")
     inputs = _columns(arrays, "in_", n_in)
@@ -254,7 +258,7 @@ def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarr
     return eager_outputs(module, tuple(torch.from_numpy(a.copy()) for a in sample))
 
 
-def _parity_json(quality: ParityResult, fidelity: ParityResult | None, job: Job) -> dict[str, Any]:
+def _parity_json(quality: Any, fidelity: Any, job: Job) -> dict[str, Any]:
     data = quality.to_json()
     data["inputs"] = job.parity_inputs_from
     data["fidelity"] = fidelity.to_json() if fidelity else None
@@ -269,6 +273,8 @@ def _latency(run: Any, sample: tuple[np.ndarray, ...], threads: int) -> dict[str
 
 
 def _accuracy(job: Job, run: Any, runtime: str) -> dict[str, Any] | None:
+    import numpy as np
+
     arrays = _load_npz(job.workspace / "eval.npz")
     if not arrays:
         return None

@@ -7,6 +7,7 @@ and only packages whose gates passed reach their final place under ``--out``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -150,7 +151,7 @@ def compose_with_compression(plan: list[tuple[str, Recipe]],
 
 
 def run_export(opts: ExportOptions) -> RunReport:
-    from edge_export import workspace
+    from edge_export import fastpath
 
     targets, skipped = select_targets(opts.targets)
     plan = resolve_recipes(targets, opts.recipes)
@@ -162,15 +163,22 @@ def run_export(opts: ExportOptions) -> RunReport:
     _check_out(opts.out)
     clean_leftovers(opts.out)
     created_out = not opts.out.exists()
+    cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
+    if cache is not None:  # an unchanged model: its packages again, without torch
+        hit, fast_key, hashes = fastpath.attempt(opts, plan, skipped)
+        if hit is not None:
+            return hit
+    from edge_export import workspace  # imports torch
+
     root = staging_root(opts.out)
     report = RunReport(skipped=skipped)
     progress = Progress([(t, r.name) for t, r in plan], quiet=opts.quiet)
-    cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
     pool = None
     try:
         pool = _start_workers(opts, plan, cache, root)
         progress.note(f"[bold]load[/] {opts.model}")
-        prepared = workspace.prepare(opts, root / "workspace", plan)
+        with (fastpath.recording() if cache is not None else contextlib.nullcontext(set())) as read:
+            prepared = workspace.prepare(opts, root / "workspace", plan)
         plan = compose_with_compression(plan, prepared.model.compression)
         progress.replan([(t, r.name) for t, r in plan])
         for target, recipe in plan:
@@ -188,6 +196,9 @@ def run_export(opts: ExportOptions) -> RunReport:
         _remember(opts, cache, jobs, report.results)
         pause_point(BEFORE_PUBLISH)
         _publish(report, jobs, opts.out, prepared.model, opts.force)
+        if cache is not None:
+            deps = fastpath.dependencies(read, exclude=[opts.out, opts.cache_dir])
+            fastpath.store(opts.cache_dir, fast_key, deps, hashes, prepared.model, jobs, report)
     except KeyboardInterrupt as exc:
         raise Interrupted("interrupted: workers stopped, temporaries removed") from exc
     finally:

@@ -11,9 +11,10 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
+    import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, Toolchain, package_version
 
@@ -75,6 +76,8 @@ class CoreMLExporter(Exporter):
             from . import mil  # noqa: F401
 
     def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        import numpy as np
+
         if sys.platform == "darwin":  # Core ML schedules its own threads: not settable
             return "coreml", _coreml_runner(artifact)
         from edge_export.latency import limit_threads
@@ -106,6 +109,8 @@ class CoreMLExporter(Exporter):
 
 
 def _coreml_runner(artifact: Path) -> Runner:
+    import numpy as np
+
     ct = coremltools()
     model = ct.models.MLModel(str(artifact), compute_units=ct.ComputeUnit.CPU_ONLY)
     spec = model.get_spec()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
+    import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
@@ -47,6 +48,7 @@ class ExecuTorchExporter(Exporter):
 
     def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
         import executorch.kernels.quantized  # noqa: F401 - registers q/dq ops left outside XNNPACK
+        import numpy as np
         import torch
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
