@@ -84,6 +84,13 @@ class FileHashes:
             self._dirty = True
         return digest
 
+    def remember(self, path: Path, digest: str) -> None:
+        """Record the hash of a file this process has just written itself (and never
+        modifies): the racy-mtime rule is for files others may still be writing."""
+        st = os.stat(path)
+        self._known[os.path.realpath(path)] = [st.st_size, st.st_mtime_ns, digest]
+        self._dirty = True
+
     def tree_sha256(self, path: Path) -> str | None:
         """A file's hash, or a directory's as its sorted (relative path, hash) list."""
         if not path.is_dir():
@@ -229,11 +236,12 @@ def store(root: Path, key: str, deps: list[str], hashes: FileHashes, model: Any,
                             ignore=lambda d, names, art=manifest["artifact"]["path"], top=dest:
                             [art] if Path(d) == top else [])
             shutil.copyfile(zip_path, keep / zip_path.name)
+            zip_sha = file_sha256(keep / zip_path.name)
             packages.append({"target": job.target, "recipe": job.recipe.name,
                              "job_key": job.cache_key, "status": result.status,
                              "parity": result.parity, "latency": result.latency,
                              "manifest": manifest, "zip": {"name": zip_path.name,
-                                                           "sha256": file_sha256(keep / zip_path.name)}})
+                                                           "sha256": zip_sha}})
         meta = {"key": key, "deps": dep_hashes, "packages": packages,
                 "model": {"name": model.name, "version": model.version,
                           "weights_sha256": model.weights_sha256, "graph_sha256": model.graph_sha256}}
@@ -242,6 +250,9 @@ def store(root: Path, key: str, deps: list[str], hashes: FileHashes, model: Any,
         entry.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(entry, ignore_errors=True)
         os.rename(tmp, entry)
+        for i, package in enumerate(packages):  # renames keep the mtime the hash was taken at
+            zip_path = entry / str(i) / package["zip"]["name"]
+            hashes.remember(zip_path, package["zip"]["sha256"])
     except (OSError, KeyError, TypeError):
         pass
     finally:
