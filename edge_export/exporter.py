@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge_export.errors import UsageError
 
+if TYPE_CHECKING:  # numpy is not imported at start: a warm re-run never needs it
+    import numpy as np
+
 ENTRY_POINT_GROUP = "edge_export.exporters"
 
-Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+Runner = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
 
 
 class RuntimeUnavailable(Exception):
@@ -161,8 +162,10 @@ class Exporter(abc.ABC):
         """Lower to the target format and write the artifact at ``dest``."""
 
     @abc.abstractmethod
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
-        """(runtime name, runner) for the host; raise RuntimeUnavailable when it cannot run."""
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        """(runtime name, runner) for the host; raise RuntimeUnavailable when it cannot run.
+        ``threads`` is the runtime's own thread pool (``--threads``): parity does not
+        depend on it, latency does, so every runtime must honour it."""
 
     @abc.abstractmethod
     def tool_versions(self) -> dict[str, str]:

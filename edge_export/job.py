@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edge_export import __version__
 from edge_export.capture import toolchain_output
 from edge_export.errors import EdgeExportError, ToolchainError, output_error, summarize_exception
 from edge_export.exporter import BuildContext, RuntimeUnavailable, get_exporter
 from edge_export.package import SCHEMA_VERSION, write_golden, write_manifest
-from edge_export.parity import ParityResult, gate
 from edge_export.recipe import Recipe, Thresholds
 from edge_export.tensors import TensorSpec
+
+if TYPE_CHECKING:  # imported where used: the warm re-run path imports this module
+    import numpy as np
+
+    from edge_export.parity import ParityResult
 
 # Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
 # recipe does not set one: tight, because both sides compute the same quantized graph.
 DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
-LATENCY_RUNS = 20
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Job:
     debug: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
     cache_key: str | None = None
+    threads: int = 1  # --threads: every runtime's pool while measuring latency
 
     @property
     def key(self) -> tuple[str, str]:
@@ -171,6 +172,8 @@ def _close_timings(timings: dict[str, float]) -> None:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if not path.exists():
         return {}
     with np.load(path, allow_pickle=False) as npz:
@@ -212,12 +215,17 @@ def _context(job: Job) -> BuildContext:
 
 
 def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
+    from edge_export.parity import ParityResult, gate
+
     n_in, n_out = len(job.model.inputs), len(job.model.output_names)
     arrays = _load_npz(job.workspace / "parity.npz")
     inputs = _columns(arrays, "in_", n_in)
     reference = [list(s) for s in _columns(arrays, "out_", n_out)]
     try:
-        runtime, run = exporter.load_runtime(artifact)
+        from edge_export.latency import limit_threads
+
+        limit_threads(job.threads)
+        runtime, run = exporter.load_runtime(artifact, threads=job.threads)
     except RuntimeUnavailable as exc:
         result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
                               thresholds=job.recipe.parity.to_json())
@@ -241,7 +249,7 @@ def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
         if fidelity.status == "failed" and quality.status == "passed":
             quality.status, quality.reason = "failed", fidelity.reason
     sizes = _check_sizes(job, run, runtime, quality)
-    latency = _latency(run, inputs[0])
+    latency = _latency(run, inputs[0], job.threads)
     accuracy = _accuracy(job, run, runtime)
     return {**_parity_json(quality, fidelity, job), **sizes}, latency, accuracy
 
@@ -250,6 +258,7 @@ def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dic
     """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
     recipe's thresholds; the first failure fails the package."""
     from edge_export.dynamic import sizes_label
+    from edge_export.parity import ParityResult, gate
 
     arrays = _load_npz(job.workspace / "sizes.npz")
     if not arrays:
@@ -282,23 +291,23 @@ def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarr
     return eager_outputs(module, tuple(torch.from_numpy(a.copy()) for a in sample))
 
 
-def _parity_json(quality: ParityResult, fidelity: ParityResult | None, job: Job) -> dict[str, Any]:
+def _parity_json(quality: Any, fidelity: Any, job: Job) -> dict[str, Any]:
     data = quality.to_json()
     data["inputs"] = job.parity_inputs_from
     data["fidelity"] = fidelity.to_json() if fidelity else None
     return data
 
 
-def _latency(run: Any, sample: tuple[np.ndarray, ...]) -> dict[str, Any]:
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        run(list(sample))
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": round(statistics.median(times), 4), "runs": LATENCY_RUNS, "threads": 1}
+def _latency(run: Any, sample: tuple[np.ndarray, ...], threads: int) -> dict[str, Any]:
+    """min/median/p90 after warm-up, with the load average (edge_export.latency)."""
+    from edge_export.latency import single
+
+    return single(lambda: run(list(sample)), threads=threads)
 
 
 def _accuracy(job: Job, run: Any, runtime: str) -> dict[str, Any] | None:
+    import numpy as np
+
     arrays = _load_npz(job.workspace / "eval.npz")
     if not arrays:
         return None

@@ -7,6 +7,7 @@ and only packages whose gates passed reach their final place under ``--out``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -64,6 +65,7 @@ class ExportOptions:
     force: bool = False  # replace a published package built from a different model
     quiet: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
+    threads: int = 1  # every runtime's thread pool while latency is measured (--threads)
 
 
 @dataclass
@@ -191,7 +193,7 @@ def refuse_dynamic(targets: list[str]) -> None:
 
 
 def run_export(opts: ExportOptions) -> RunReport:
-    from edge_export import workspace
+    from edge_export import fastpath
 
     targets, skipped = select_targets(opts.targets)
     if opts.dynamic:
@@ -205,15 +207,22 @@ def run_export(opts: ExportOptions) -> RunReport:
     _check_out(opts.out)
     clean_leftovers(opts.out)
     created_out = not opts.out.exists()
+    cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
+    if cache is not None:  # an unchanged model: its packages again, without torch
+        hit, fast_key, hashes = fastpath.attempt(opts, plan, skipped)
+        if hit is not None:
+            return hit
+    from edge_export import workspace  # imports torch
+
     root = staging_root(opts.out)
     report = RunReport(skipped=skipped)
     progress = Progress([(t, r.name) for t, r in plan], quiet=opts.quiet)
-    cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
     pool = None
     try:
         pool = _start_workers(opts, plan, cache, root)
         progress.note(f"[bold]load[/] {opts.model}")
-        prepared = workspace.prepare(opts, root / "workspace", plan)
+        with (fastpath.recording() if cache is not None else contextlib.nullcontext(set())) as read:
+            prepared = workspace.prepare(opts, root / "workspace", plan)
         plan = compose_with_compression(plan, prepared.model.compression)
         if is_dynamic(prepared.model.inputs):  # declared in the model's metadata too
             refuse_dynamic(targets)
@@ -224,7 +233,7 @@ def run_export(opts: ExportOptions) -> RunReport:
         jobs = [Job(target=t, recipe=r, model=prepared.model, workspace=root / "workspace",
                     staging=root / f"{t}-{r.name}", parity_inputs_from=prepared.parity_from,
                     max_accuracy_drop=opts.max_accuracy_drop, debug=opts.debug,
-                    cache_dir=opts.cache_dir)
+                    cache_dir=opts.cache_dir, threads=opts.threads)
                 for t, r in plan]
         jobs = _with_cache_keys(jobs, prepared.inputs_sha256)
         pause_point(AFTER_EXPORT)
@@ -233,6 +242,9 @@ def run_export(opts: ExportOptions) -> RunReport:
         _remember(opts, cache, jobs, report.results)
         pause_point(BEFORE_PUBLISH)
         _publish(report, jobs, opts.out, prepared.model, opts.force)
+        if cache is not None:
+            deps = fastpath.dependencies(read, exclude=[opts.out, opts.cache_dir])
+            fastpath.store(opts.cache_dir, fast_key, deps, hashes, prepared.model, jobs, report)
     except KeyboardInterrupt as exc:
         raise Interrupted("interrupted: workers stopped, temporaries removed") from exc
     finally:

@@ -13,8 +13,6 @@ import html
 import io
 import json
 import os
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from edge_export.exporter import RuntimeUnavailable
 from edge_export.parity import output_metrics
 from edge_export.verify import GoldenRun, opened, run_golden
 
-LATENCY_RUNS = 20
 METRICS = ("max_abs", "mean_abs", "cosine", "snr_db", "top1_agreement")
 
 
@@ -59,14 +56,12 @@ def _view(folder: Path) -> PackageView:
 
 
 def _latency(golden: GoldenRun) -> float:
+    """The minimum after warm-up (edge_export.latency: the figure other load disturbs least)."""
+    from edge_export.latency import limit_threads, single
+
+    limit_threads(1)
     sample = golden.inputs[0]
-    golden.run(sample)  # warm-up
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        golden.run(sample)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return single(lambda: golden.run(sample))["min_ms"]
 
 
 def _png(fig: Any) -> str:
@@ -135,7 +130,7 @@ def _package_section(view: PackageView) -> str:
              f"artifact {m['artifact']['bytes']:,} bytes",
              f"parity at build: {html.escape(m['parity']['status'])}"]
     if view.latency_ms is not None:
-        facts.append(f"host latency {view.latency_ms:.3f} ms (median of {LATENCY_RUNS})")
+        facts.append(f"host latency {view.latency_ms:.3f} ms (min of 20 after warm-up, 1 thread)")
     if acc:
         facts.append(f"accuracy float {acc['float']:.2f}% → artifact {acc['artifact']:.2f}%")
     body = (_metric_table(view) + _histogram(view)) if view.errors else \

@@ -11,9 +11,10 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
+    import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, Toolchain, package_version
 
@@ -71,10 +72,16 @@ class CoreMLExporter(Exporter):
         if sys.platform != "darwin":
             from . import mil  # noqa: F401
 
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
-        if sys.platform == "darwin":
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        import numpy as np
+
+        if sys.platform == "darwin":  # Core ML schedules its own threads: not settable
             return "coreml", _coreml_runner(artifact)
+        from edge_export.latency import limit_threads
+
         from . import mil
+
+        limit_threads(threads)  # numpy's BLAS/OpenMP pools run the reference executor
 
         program = mil.load(artifact)
         missing = program.unsupported_ops()
@@ -107,6 +114,8 @@ def _shape(ct: Any, example: Any, spec: Any) -> Any:
 
 
 def _coreml_runner(artifact: Path) -> Runner:
+    import numpy as np
+
     ct = coremltools()
     model = ct.models.MLModel(str(artifact), compute_units=ct.ComputeUnit.CPU_ONLY)
     spec = model.get_spec()

@@ -6,9 +6,10 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
+    import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
@@ -49,10 +50,11 @@ class LiteRTExporter(Exporter):
         import litert_torch  # noqa: F401
         from ai_edge_litert import interpreter  # noqa: F401
 
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        import numpy as np
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(artifact), num_threads=1)
+        interpreter = Interpreter(model_path=str(artifact), num_threads=threads)
         (key, signature), = interpreter.get_signature_list().items()
         runner = interpreter.get_signature_runner(key)
         in_details = runner.get_input_details()
