@@ -30,6 +30,7 @@ inputs the model reads from the environment or the network.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -125,6 +126,10 @@ def installed_distributions() -> list[str]:
     return sorted(set(names))
 
 
+NOT_IN_KEY = frozenset({"out", "jobs", "debug", "quiet", "force", "cache_dir", "targets", "recipes",
+                        "validation_data", "calibration_data", "eval_data"})
+
+
 def fast_key(opts: Any, plan: list, hashes: FileHashes) -> str:
     from edge_export import __version__
     from edge_export.cache import source_sha256
@@ -132,15 +137,13 @@ def fast_key(opts: Any, plan: list, hashes: FileHashes) -> str:
     def data(path: Path | None) -> str | None:
         return None if path is None else hashes.tree_sha256(Path(path))
 
+    # Every option that can change a package, whatever options are added later: all fields
+    # but those that only say where and how the run happens (data files enter by content).
+    options = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name not in NOT_IN_KEY}
     parts = {
-        "format": FORMAT, "spec": opts.model, "cwd": os.getcwd(),
-        "pythonpath": os.environ.get("PYTHONPATH", ""),
-        "plan": [[t, r.name, r.sha256] for t, r in plan],
-        "package": [opts.name, opts.version], "inputs": [s.to_json() for s in opts.inputs],
-        "trust_pickle": opts.trust_pickle, "parity_samples": opts.parity_samples,
+        "format": FORMAT, "cwd": os.getcwd(), "pythonpath": os.environ.get("PYTHONPATH", ""),
+        "plan": [[t, r.name, r.sha256] for t, r in plan], "options": options,
         "data": [data(opts.validation_data), data(opts.calibration_data), data(opts.eval_data)],
-        "calibration_samples": opts.calibration_samples,
-        "max_accuracy_drop": opts.max_accuracy_drop, "threads": opts.threads,
         "tools": {"edge-export": __version__, "source": source_sha256(),
                   "python": sys.version, "platform": sys.platform,
                   "distributions": installed_distributions()},
