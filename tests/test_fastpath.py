@@ -17,6 +17,7 @@ import pytest
 
 from edge_export import fastpath
 from edge_export.pipeline import ExportOptions, resolve_recipes
+from edge_export.tensors import DynamicDim
 from tests.conftest import ROOT
 
 MODEL = '''
@@ -162,6 +163,7 @@ def test_key_changes_with_options_and_data(tmp_path: Path) -> None:
     assert key(out=tmp_path / "elsewhere", jobs=4, debug=True) == first  # not the packages'
     variants = [key(threads=2), key(parity_samples=3), key(version="2.0"), key(name="n"),
                 key(model="m.py:other"), key(max_accuracy_drop=0.5),
+                key(dynamic=(("x", DynamicDim(0, 1, 8)),)),
                 fastpath.fast_key(base, resolve_recipes(["android"], ("fp32",)), hashes)]
     data.write_bytes(b"b")
     variants.append(key())
