@@ -14,7 +14,7 @@ from typing import Any
 
 from edge_export.errors import UsageError
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import keep_float_filter, run_pt2e, torch_callable
+from edge_export.quantization import keep_float_filter, maybe_bias_corrected, run_pt2e, torch_callable
 
 from .quantizer import fused_clamp_quantizer
 
@@ -45,6 +45,8 @@ def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         quantizer.set_filter_function(keep)
     # Dynamic quantization computes ranges at run time; one pass just traces observers.
     samples = ctx.calibration if not dynamic else [ctx.example_inputs]
+    if not dynamic:  # XNNPACK's int8 weights are symmetric in [-127, 127]
+        program = maybe_bias_corrected(program, recipe, samples, (-127, 127), keep)
     quantized = run_pt2e(program, quantizer, samples)
     return Prepared(quantized, reference=torch_callable(quantized))
 
