@@ -7,7 +7,8 @@ or which layers stay float). Variants get open gates so a bad one is still measu
 table also says whether each would pass the shipped recipe's gates. Writes
 bench/quantization.json and bench/QUANTIZATION.md.
 
-Usage: python bench/quantization.py [--models dwnet,digits] [--targets android,ios,tflite] [--render-only]
+Usage: python bench/quantization.py [--models dwnet,digits] [--targets android,ios,tflite] [--no-variants]
+[--render-only]
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ PHOTO_CROPS = {"calibration": 256, "evaluation": 64}
 SHIPPED = "int8-static"
 # Per target: variant name → the [quantize] keys changed in a copy of the shipped recipe.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "android": {"keep-none": {"keep_float": []}, "keep-first-last": {"keep_float": ["@first", "@last"]}},
-    "ios": {"moving-average": {"observer": "moving-average"}},
-    "tflite": {"moving-average": {"observer": "moving-average"}},
+    "android": {"no-bias-correction": {"bias_correction": False}, "keep-last": {"keep_float": ["@last"]}},
+    "ios": {"no-bias-correction": {"bias_correction": False}, "moving-average": {"observer": "moving-average"}},
+    "tflite": {"no-bias-correction": {"bias_correction": False}, "moving-average": {"observer": "moving-average"}},
 }
 OPEN_GATES = {"parity": {"cosine": -1.0, "snr_db": -1000.0, "top1_agreement": 0.0},
               "accuracy": {"max_drop": 100.0}}
@@ -116,9 +117,9 @@ def model_data(model: str, workdir: Path) -> list[str]:
             "--parity-samples", str(PHOTO_CROPS["evaluation"])]
 
 
-def run_target(model: str, target: str, workdir: Path) -> list[dict[str, Any]]:
+def run_target(model: str, target: str, workdir: Path, with_variants: bool = True) -> list[dict[str, Any]]:
     """One edge-export run (export once, every recipe of this target); one row per recipe."""
-    variants = VARIANTS.get(target, {})
+    variants = VARIANTS.get(target, {}) if with_variants else {}
     files = {f"{SHIPPED}-{n}": variant_recipe(target, n, c, workdir) for n, c in variants.items()}
     recipes = ["fp32", SHIPPED, *map(str, files.values())]
     cmd = [sys.executable, "-m", "edge_export", "--model", MODELS[model], "--target", target,
@@ -225,6 +226,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--targets", default="android,ios,tflite")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="fp32 and the shipped int8-static only (EfficientNet-Lite0: ~15 min a target, 2 cores)")
     parser.add_argument("--render-only", action="store_true",
                         help="rewrite QUANTIZATION.md from quantization.json (after editing its conclusions)")
     args = parser.parse_args()
@@ -238,7 +241,7 @@ def main() -> None:
             for target in args.targets.split(","):
                 print(f"{model} / {target} ...", file=sys.stderr, flush=True)
                 rows = [{**r, "run_date": result["machine"]["date_utc"]}
-                        for r in run_target(model, target, Path(tmp))]
+                        for r in run_target(model, target, Path(tmp), not args.no_variants)]
                 result["rows"] += rows
                 for r in rows:
                     print(f"  {r['recipe']}: {r['status']} snr={r.get('snr_db')} drop={r.get('drop')} "

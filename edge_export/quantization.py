@@ -18,7 +18,7 @@ def run_pt2e(program: Any, quantizer: Any, calibration: Sequence[tuple[Any, ...]
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(program.module(), quantizer)
+    prepared = prepare_pt2e(program.module() if hasattr(program, "module") else program, quantizer)
     with torch.no_grad():
         for sample in calibration:
             prepared(*sample)
@@ -74,3 +74,95 @@ def torch_callable(module: Any) -> Callable[..., Any]:
             return module(*args)
 
     return run
+
+
+# Ops whose weight is quantized per output channel, and that channel's axis in their output.
+CORRECTED_OPS = {"aten.conv1d.default": 1, "aten.conv2d.default": 1, "aten.conv3d.default": 1,
+                 "aten.linear.default": -1}
+
+
+def channel_quantized(weight: Any, quant_range: tuple[int, int]) -> Any:
+    """``weight`` through symmetric per-output-channel int quantization, as the backends do
+    (scale = max|w| / ((qmax - qmin) / 2), round to nearest, clamp to the range)."""
+    import torch
+
+    qmin, qmax = quant_range
+    flat = weight.reshape(weight.shape[0], -1)
+    scale = (flat.abs().amax(dim=1) / ((qmax - qmin) / 2)).clamp(min=torch.finfo(torch.float32).eps)
+    scale = scale.reshape((-1,) + (1,) * (weight.dim() - 1))
+    return torch.clamp(torch.round(weight / scale), qmin, qmax) * scale
+
+
+def bias_corrected(program: Any, calibration: Sequence[tuple[Any, ...]], quant_range: tuple[int, int],
+                   quantize_node: Callable[[Any], bool] | None = None) -> Any:
+    """Empirical bias correction (Nagel et al., "Data-Free Quantization", ICCV 2019, sec. 4.2).
+
+    Rounding a layer's weights shifts the *mean* of each output channel by E[(W_q - W) x],
+    which is not zero when the inputs are (post-ReLU activations are all positive): on
+    EfficientNet-Lite0's first depthwise conv (3x3, weights up to 17 after BN folding) this
+    alone cost the logits 16 dB. Measure the shift on the calibration data with the float
+    activations and subtract it from the layer's bias (added when the layer has none; the
+    BN that follows folds it). Weights are untouched, so the backend quantizes exactly the
+    weights this measured. Returns a corrected copy of ``program.module()``.
+    """
+    import copy
+
+    import torch
+
+    graph_module = copy.deepcopy(program.module() if hasattr(program, "module") else program)
+    layers = {n: CORRECTED_OPS[str(n.target)] for n in graph_module.graph.nodes
+              if n.op == "call_function" and str(n.target) in CORRECTED_OPS
+              and getattr(n.args[1], "op", None) == "get_attr"
+              and (quantize_node is None or quantize_node(n))}
+    shifts: dict[Any, Any] = {}
+
+    class Measure(torch.fx.Interpreter):
+        def run_node(self, node: Any) -> Any:
+            out = super().run_node(node)
+            if node in layers:
+                args, kwargs = self.fetch_args_kwargs_from_env(node)
+                args = (args[0], channel_quantized(args[1], quant_range), *args[2:])
+                error = node.target(*args, **kwargs) - out
+                axis = layers[node] % error.dim()
+                mean = error.mean(dim=[d for d in range(error.dim()) if d != axis])
+                shifts[node] = shifts.get(node, 0) + mean / len(calibration)
+            return out
+
+    with torch.no_grad():
+        for sample in calibration:
+            Measure(graph_module).run(*sample)
+    for node, shift in shifts.items():
+        _add_to_bias(graph_module, node, -shift)
+    graph_module.recompile()
+    return graph_module
+
+
+def _add_to_bias(graph_module: Any, node: Any, delta: Any) -> None:
+    """bias += delta for a conv/linear node (a new bias parameter when it has none)."""
+    import torch
+
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    if getattr(bias, "op", None) == "get_attr":
+        owner, _, attr = bias.target.rpartition(".")
+        module = graph_module.get_submodule(owner) if owner else graph_module
+        setattr(module, attr, torch.nn.Parameter(getattr(module, attr).detach() + delta,
+                                                 requires_grad=False))
+        return
+    if bias is not None:
+        return  # a computed bias: leave it
+    name = f"{node.args[1].target.replace('.', '_')}_bias_correction"
+    graph_module.register_parameter(name, torch.nn.Parameter(delta.detach().clone(), requires_grad=False))
+    with graph_module.graph.inserting_before(node):
+        attr = graph_module.graph.get_attr(name)
+    attr.meta["val"] = delta
+    node.kwargs = {k: v for k, v in node.kwargs.items() if k != "bias"}
+    node.args = (*node.args[:2], attr, *node.args[3:])
+
+
+def maybe_bias_corrected(program: Any, recipe: Any, calibration: Sequence[tuple[Any, ...]],
+                         quant_range: tuple[int, int], quantize_node: Callable[[Any], bool] | None = None) -> Any:
+    """``program`` with bias correction when the recipe asks for it (``bias_correction = true``);
+    ``quant_range`` is the backend's integer weight range, so the measured rounding is its own."""
+    if not recipe.param("bias_correction", False):
+        return program
+    return bias_corrected(program, calibration, quant_range, quantize_node)

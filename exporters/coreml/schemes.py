@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import run_pt2e, torch_callable
+from edge_export.quantization import maybe_bias_corrected, run_pt2e, torch_callable
 
 SCHEMES = SchemeTable()
 
@@ -118,6 +118,8 @@ def pt2e_coreml(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         activation_dtype=torch.quint8, weight_dtype=torch.qint8,
         weight_per_channel=recipe.param("granularity", "per-channel") == "per-channel",
         activation_observer=observer))
+    # CoreMLQuantizer's qint8 weights: symmetric per-channel over [-128, 127].
+    program = maybe_bias_corrected(program, recipe, ctx.calibration, (-128, 127))
     with _fast_pattern_tracing():
         quantized = run_pt2e(program, CoreMLQuantizer(config), ctx.calibration)
     return Prepared(quantized, reference=torch_callable(quantized))

@@ -1,7 +1,8 @@
 """How each recipe scheme is done for ExecuTorch/XNNPACK.
 
 int8 uses PT2E with the XNNPACKQuantizer (per-channel symmetric weights; static
-activations calibrated with XNNPACK's default histogram observer, or dynamic), and
+activations calibrated with XNNPACK's default histogram observer, or dynamic; conv ->
+ReLU6 annotated as one fused op, see quantizer.py), and
 8da4w uses torchao's quantize_ on the eager module. Weight-only int8/int4 are refused
 in the recipe files: XNNPACK lowers them but computes wrong outputs (measured).
 """
@@ -13,7 +14,9 @@ from typing import Any
 
 from edge_export.errors import UsageError
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import keep_float_filter, run_pt2e, torch_callable
+from edge_export.quantization import keep_float_filter, maybe_bias_corrected, run_pt2e, torch_callable
+
+from .quantizer import fused_clamp_quantizer
 
 SCHEMES = SchemeTable()
 
@@ -26,7 +29,6 @@ def float32(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
 @SCHEMES.register("pt2e-xnnpack")
 def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
 
@@ -37,12 +39,14 @@ def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     config = get_symmetric_quantization_config(
         is_per_channel=recipe.param("granularity", "per-channel") == "per-channel",
         is_dynamic=dynamic)
-    quantizer = XNNPACKQuantizer().set_global(config)
+    quantizer = fused_clamp_quantizer().set_global(config)  # conv -> ReLU6 observed once
     keep = keep_float_filter(recipe.param("keep_float", []), program.module())
     if keep is not None:
         quantizer.set_filter_function(keep)
     # Dynamic quantization computes ranges at run time; one pass just traces observers.
     samples = ctx.calibration if not dynamic else [ctx.example_inputs]
+    if not dynamic:  # XNNPACK's int8 weights are symmetric in [-127, 127]
+        program = maybe_bias_corrected(program, recipe, samples, (-127, 127), keep)
     quantized = run_pt2e(program, quantizer, samples)
     return Prepared(quantized, reference=torch_callable(quantized))
 

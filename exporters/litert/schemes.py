@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
+from edge_export.quantization import maybe_bias_corrected
 
 SCHEMES = SchemeTable()
 
@@ -84,6 +85,8 @@ def aeq_static(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         cal.calibrate({"serving_default": feeds}, qt._recipe_manager)
         return bytes(qt.quantize(cal.get_model_qsvs(), enable_progress_report=False).quantized_model)
 
+    # AEQ's int8 weights are symmetric narrow-range: [-127, 127].
+    program = maybe_bias_corrected(program, recipe, ctx.calibration, (-127, 127))
     return Prepared(program, post_convert=quantize)
 
 
