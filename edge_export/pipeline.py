@@ -62,6 +62,7 @@ class ExportOptions:
     force: bool = False  # replace a published package built from a different model
     quiet: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
+    keep_float: str | None = None  # --keep-float auto: overrides the recipes' keep_float
 
 
 @dataclass
@@ -114,6 +115,26 @@ def resolve_recipes(targets: list[str], requested: tuple[str, ...]) -> list[tupl
     return plan
 
 
+def override_keep_float(plan: list[tuple[str, Recipe]],
+                        value: str | None) -> list[tuple[str, Recipe]]:
+    """``--keep-float auto``: every recipe whose scheme honours keep_float gets it (its own
+    keep_float replaced; a different sha256, so the cache keeps both); others are unchanged."""
+    if value is None:
+        return plan
+    import hashlib
+
+    from edge_export.exporter import get_exporter
+
+    out = []
+    for target, recipe in plan:
+        if get_exporter(target).schemes.honours_keep_float(recipe.scheme):
+            recipe = replace(recipe, params={**recipe.params, "keep_float": value},
+                             sha256=hashlib.sha256(f"{recipe.sha256}|keep_float={value}".encode())
+                             .hexdigest())
+        out.append((target, recipe))
+    return out
+
+
 PREQUANTIZED = "prequantized"
 FLOAT_RECIPE = "fp32"
 
@@ -152,7 +173,7 @@ def run_export(opts: ExportOptions) -> RunReport:
     from edge_export import workspace
 
     targets, skipped = select_targets(opts.targets)
-    plan = resolve_recipes(targets, opts.recipes)
+    plan = override_keep_float(resolve_recipes(targets, opts.recipes), opts.keep_float)
     for _, recipe in plan:
         needs = recipe.calibration_required and opts.calibration_data is None
         if needs:

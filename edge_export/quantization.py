@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 FIRST, LAST = "@first", "@last"  # recipe tokens: the first / last weighted layer
+AUTO = "auto"  # keep_float = "auto": the job picks the layers from measured sensitivity
 WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
                           "conv_transpose2d", "conv_transpose3d", "linear", "addmm", "mm"})
 
@@ -48,6 +49,18 @@ def keep_float_filter(patterns: Sequence[str], graph_module: Any) -> Callable[[A
     (fnmatch on module paths, plus @first/@last), so those layers stay in float."""
     if not patterns:
         return None
+    resolved = _resolve_tokens(patterns, graph_module)
+
+    def quantize_node(node: Any) -> bool:
+        return not any(fnmatch.fnmatchcase(name, pat) for name in module_names(node)
+                       for pat in resolved)
+
+    return quantize_node
+
+
+def _resolve_tokens(patterns: Sequence[str], graph_module: Any) -> list[str]:
+    if isinstance(patterns, str):  # "auto" must have been resolved by the job
+        raise ValueError(f"keep_float {patterns!r} reached a scheme unresolved")
     layers = weighted_layers(graph_module)
     resolved = []
     for pattern in patterns:
@@ -57,12 +70,37 @@ def keep_float_filter(patterns: Sequence[str], graph_module: Any) -> Callable[[A
             resolved.append(layers[-1])
         elif pattern not in (FIRST, LAST):
             resolved.append(pattern)
+    return resolved
 
-    def quantize_node(node: Any) -> bool:
-        return not any(fnmatch.fnmatchcase(name, pat) for name in module_names(node)
-                       for pat in resolved)
 
-    return quantize_node
+def module_stacks(graph_module: Any) -> dict[str, list[tuple[str, Any]]]:
+    """Every module path of the graph → its nn_module_stack (root first), for backends
+    that name layers by their module hierarchy (LiteRT tensor names)."""
+    stacks: dict[str, list[tuple[str, Any]]] = {}
+    for node in graph_module.graph.nodes:
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        for depth, (path, _type) in enumerate(stack):
+            if path and path not in stacks:
+                stacks[path] = stack[:depth + 1]
+    return stacks
+
+
+def keep_float_modules(patterns: Sequence[str], graph_module: Any) -> list[str]:
+    """The outermost module paths matched by ``patterns`` (@first/@last resolved): what a
+    backend that configures quantization per module name must leave in float."""
+    if not patterns:
+        return []
+    resolved = _resolve_tokens(patterns, graph_module)
+    matched = [p for p in module_stacks(graph_module)
+               if any(fnmatch.fnmatchcase(p, pat) for pat in resolved)]
+    return [p for p in matched if not any(p.startswith(q + ".") for q in matched)]
+
+
+def with_keep_float(recipe: Any, keep: Sequence[str]) -> Any:
+    """The recipe with its ``keep_float`` replaced by ``keep`` (exact module paths)."""
+    import dataclasses
+
+    return dataclasses.replace(recipe, params={**recipe.params, "keep_float": list(keep)})
 
 
 def torch_callable(module: Any) -> Callable[..., Any]:

@@ -23,7 +23,7 @@ def float32(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(program)
 
 
-@SCHEMES.register("pt2e-xnnpack")
+@SCHEMES.register("pt2e-xnnpack", keep_float=True)
 def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
