@@ -19,11 +19,46 @@ def run_pt2e(program: Any, quantizer: Any, calibration: Sequence[tuple[Any, ...]
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    _keep_integer_scalars(quantizer)
     prepared = prepare_pt2e(program.module(), quantizer)
     with torch.no_grad():
         for sample in calibration:
             prepared(*sample)
     return convert_pt2e(prepared)
+
+
+def _keep_integer_scalars(quantizer: Any) -> None:
+    """XNNPACKQuantizer's transform_for_annotation turns every scalar operand of add/mul into a
+    *float* tensor constant, integer arithmetic included: transformers' attention-mask
+    building (``arange(n) + 0`` used as an index) then yields float indices and calibration
+    fails with "tensors used as indices must be long, int, byte or bool tensors" (MiniLM
+    int8-dynamic, issue 12). Cast those constants back to the integer dtype the op had."""
+    import torch
+
+    original = quantizer.transform_for_annotation
+    if getattr(original, "_keeps_integer_scalars", False):
+        return
+
+    def transform(model: Any) -> Any:
+        model = original(model)
+        for node in model.graph.nodes:
+            val = node.meta.get("val")
+            if (node.op != "call_function" or not isinstance(val, torch.Tensor)
+                    or val.is_floating_point() or val.is_complex()):
+                continue
+            for arg in node.args:
+                if isinstance(arg, torch.fx.Node) and arg.op == "get_attr" and \
+                        str(arg.target).startswith("_tensor_constant_"):
+                    const = getattr(model, arg.target)
+                    if const.is_floating_point():
+                        model.register_buffer(arg.target, const.to(val.dtype))
+                        fake = arg.meta.get("val")
+                        if fake is not None:
+                            arg.meta["val"] = fake.to(val.dtype)
+        return model
+
+    transform._keeps_integer_scalars = True  # type: ignore[attr-defined]
+    quantizer.transform_for_annotation = transform
 
 
 def module_names(node: Any) -> list[str]:
