@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_export.errors import UsageError
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import keep_float_filter, run_pt2e, torch_callable
+from edge_export.quantization import keep_float_filter, keep_float_modules, run_pt2e, torch_callable
 
 SCHEMES = SchemeTable()
 
@@ -47,7 +47,7 @@ def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(quantized, reference=torch_callable(quantized))
 
 
-@SCHEMES.register("torchao-8da4w")
+@SCHEMES.register("torchao-8da4w", keep_float=True)
 def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     """int8 dynamic activations + int4 grouped weights on Linear layers (torchao)."""
     import torch
@@ -61,7 +61,13 @@ def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     if not any(m.in_features % group == 0 for m in linears):
         raise UsageError(f"recipe {recipe.name}: no Linear layer has in_features divisible by "
                          f"the group size {group}", hint="use int8-dynamic for this model")
+    keep = keep_float_modules(recipe.param("keep_float", []), program.module())
+
+    def chosen(m: Any, fqn: str) -> bool:
+        kept = any(fqn == k or fqn.startswith(k + ".") for k in keep)
+        return isinstance(m, torch.nn.Linear) and m.in_features % group == 0 and not kept
+
     quantize_(module, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
                                                            weight_granularity=PerGroup(group)),
-              filter_fn=lambda m, _fqn: isinstance(m, torch.nn.Linear) and m.in_features % group == 0)
+              filter_fn=chosen)
     return Prepared(module, reference=torch_callable(module))
