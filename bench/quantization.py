@@ -254,6 +254,8 @@ def kept_float(package: dict[str, Any]) -> list[str] | None:
 
 
 RUNNERS = {"minilm": run_minilm}
+NOTES = {"all-MiniLM-L6-v2: conclusions": "minilm_notes",
+         'keep_float = "auto" and per-layer sensitivity': "keep_float_auto_notes"}
 
 
 def machine() -> dict[str, Any]:
@@ -298,6 +300,9 @@ def markdown(result: dict[str, Any]) -> str:
                      f"| {fmt(r.get('bytes'), ',')} | {fmt(r.get('bytes_ratio_to_fp32'), '.3f')} "
                      f"| {fmt(r.get('latency_ms'), '.2f')} | {fmt(r.get('calibration_samples'))} |")
     lines += minilm_markdown([r for r in result["rows"] if r["model"] == "minilm"])
+    for title, key in NOTES.items():  # hand-written from a run's numbers, kept across runs
+        if result.get(key):
+            lines += ["", f"## {title}", "", result[key]]
     dated = result.get("conclusions_from_run", m["date_utc"])
     lines += ["", f"## Conclusions (written from the numbers of the {dated} run)", "",
               result.get("conclusions") or "(not written yet)", ""]
@@ -359,6 +364,7 @@ def main() -> None:
     if previous.exists():  # conclusions are written by a person from a run's numbers; keep them, dated
         old = json.loads(previous.read_text())
         result["conclusions"] = old.get("conclusions", "")
+        result.update({key: old[key] for key in NOTES.values() if key in old})
         result["conclusions_from_run"] = old.get("conclusions_from_run", old["machine"]["date_utc"])
         # A partial run (--models/--targets) replaces only its own cells; the others stay, dated.
         ran = {(r["model"], r["target"]) for r in result["rows"]}

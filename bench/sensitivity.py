@@ -3,9 +3,9 @@
 For each weighted layer of a model: the SNR of the outputs when *only that layer* is
 quantized (a) by the PyTorch simulation keep_float = "auto" and the failed-gate message use,
 and (b) by PT2E with XNNPACKQuantizer (android's int8-static) annotating only the nodes of
-that layer's parent module (conv + BN + activation). Prints both per layer and their Spearman rank correlation; the proxy is useful if it
-ranks the layers the same way (the absolute dB differ: PT2E also quantizes the tensors
-between layers that the layer's pattern owns).
+that layer's parent module (conv + BN + activation). Prints both per layer and their
+Spearman rank correlation; the proxy is useful if it ranks the layers the same way (the
+absolute dB differ: PT2E quantizes after BN + activation, the simulation the conv output).
 
 Usage: python bench/sensitivity.py [--model examples/dwnet.py:build] [--samples 16]
 """

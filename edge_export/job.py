@@ -267,10 +267,7 @@ def _context(job: Job) -> BuildContext:
 
 
 def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
-    n_in, n_out = len(job.model.inputs), len(job.model.output_names)
-    arrays = _load_npz(job.workspace / "parity.npz")
-    inputs = _columns(arrays, "in_", n_in)
-    reference = [list(s) for s in _columns(arrays, "out_", n_out)]
+    inputs, reference = _parity_columns(job)
     try:
         runtime, run = exporter.load_runtime(artifact)
     except RuntimeUnavailable as exc:
