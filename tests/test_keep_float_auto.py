@@ -102,3 +102,50 @@ def test_candidates_walk_up_from_the_estimate_to_every_layer():
     assert candidates(0, 0) == [0]
     assert candidates(2, 3) == [2, 3]
     assert candidates(1, 20) == [1, 2, 4, 8, 16, 20]
+
+
+class Nested(__import__("torch").nn.Module):
+    """Nested module paths (``blocks.1.0``), as in MobileNet-style nets."""
+
+    def __init__(self) -> None:
+        from torch import nn
+
+        super().__init__()
+        self.blocks = nn.Sequential(*(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4),
+                                                    nn.ReLU6()) for _ in range(3)))
+
+    def forward(self, x):
+        return self.blocks(x).mean(dim=(2, 3))
+
+
+@pytest.mark.slow
+def test_tflite_keep_float_maps_nested_module_paths_onto_ops(tmp_path):
+    """keep_float = ["blocks.1.0"] on tflite: that conv's weights stay float32 in the
+    flatbuffer, the other two convs' weights are int8."""
+    import numpy as np
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_export.exporter import BuildContext, get_exporter
+    from edge_export.quantization import with_keep_float
+    from edge_export.recipe import builtin_recipes
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, 8)
+    program = torch.export.export(Nested().eval(), (x,))
+    exporter = get_exporter("tflite")
+    recipe = with_keep_float(builtin_recipes("tflite")["int8-static"], ["blocks.1.0"])
+    ctx = BuildContext(calibration=[(torch.randn(1, 4, 8, 8),) for _ in range(8)],
+                       reload_module=lambda: None, example_inputs=(x,), input_names=["x"],
+                       output_names=["y"])
+    prepared = exporter.quantize(program, recipe, ctx)
+    prepared.example_inputs = (x,)
+    exporter.lower(prepared, recipe, tmp_path / "m.tflite")
+    weights = {}
+    for t in Interpreter(model_path=str(tmp_path / "m.tflite")).get_tensor_details():
+        if len(t["shape"]) == 4 and t["shape"][0] == 4 and "Conv2d" in t["name"]:
+            # fused ops join several locations: the weight's own is the block's Conv2d_0
+            block = next(b for b in range(3) if f"Sequential_{b}/torch.nn.modules.conv.Conv2d_0;" in t["name"])
+            weights.setdefault(block, set()).add(np.dtype(t["dtype"]).name)
+    assert weights[1] == {"float32"}, weights
+    assert "int8" in weights[0] and "int8" in weights[2], weights
