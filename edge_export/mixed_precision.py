@@ -76,7 +76,7 @@ def candidates(k0: int, total: int) -> list[int]:
 def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.ndarray, ...]],
                reference: list[list[np.ndarray]],
                quantize: Callable[[Any], Any],
-               reference_passes: Callable[[Any], tuple[bool, dict[str, float]]],
+               reference_passes: Callable[[Any], tuple[bool, dict[str, float]]] | None,
                lower_and_verify: Callable[[Any, Any], tuple[dict[str, Any], Any, Any]],
                ) -> tuple[dict[str, Any], Any, Any]:
     """Quantize → (reference check) → lower → verify with growing keep-float sets; returns the
@@ -96,7 +96,7 @@ def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.nd
         keep = order[:k]
         concrete = with_keep_float(recipe, keep)
         prepared = quantize(concrete)
-        if getattr(prepared, "reference", None) is not None and k < len(order):
+        if reference_passes and getattr(prepared, "reference", None) is not None and k < len(order):
             ok, metrics = reference_passes(prepared)
             attempts.append({"kept": k, "checked_on": "pytorch-quantized reference", **metrics,
                              "passed": ok})
