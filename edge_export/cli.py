@@ -150,6 +150,10 @@ def cli() -> None:
               help="Calibration samples: .npz, .pt, or a folder of images.")
 @click.option("--calibration-samples", type=click.IntRange(1, 100_000),
               help="Use the first N calibration samples (default: the recipe's).")
+@click.option("--keep-float", type=click.Choice(["auto"]), default=None,
+              help="Layers kept float, overriding the recipes' keep_float: auto keeps the fewest "
+                   "most-sensitive layers that meet each recipe's parity gate (recipes whose "
+                   "scheme honours keep_float: int8-static; android int8-dynamic and 8da4w).")
 @click.option("--eval-data", type=click.Path(path_type=Path), metavar="FILE.npz",
               help="Inputs plus 'labels': report accuracy of float vs each artifact.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), metavar="POINTS",
@@ -174,7 +178,7 @@ def cli() -> None:
 def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], out: Path,
                name: str | None, pkg_version: str, inputs: tuple[str, ...], dynamic: tuple[str, ...],
                trust_pickle: bool, validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
-               calibration_samples: int | None, eval_data: Path | None,
+               calibration_samples: int | None, keep_float: str | None, eval_data: Path | None,
                max_accuracy_drop: float | None, jobs: int, threads: int, cache_dir: Path | None, no_cache: bool,
                report_path: Path | None, as_json: bool, force: bool, debug: bool) -> None:
     """Export MODEL to each --target with each --recipe, verify, and package."""
@@ -194,7 +198,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
             validation_data=validation_data, parity_samples=parity_samples,
             calibration_data=calibration_data, calibration_samples=calibration_samples,
             eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug,
-            threads=threads,
+            threads=threads, keep_float=keep_float,
             force=force, cache_dir=None if no_cache else cache_dir or default_cache_dir())
         report = run_export(opts)
         if report_path is not None:

@@ -111,12 +111,20 @@ class SchemeTable:
 
     def __init__(self) -> None:
         self._schemes: dict[str, Scheme] = {}
+        self._keep_float: set[str] = set()
 
-    def register(self, name: str) -> Callable[[Scheme], Scheme]:
+    def register(self, name: str, keep_float: bool = False) -> Callable[[Scheme], Scheme]:
+        """``keep_float=True``: the scheme leaves the recipe's ``keep_float`` module paths
+        in float, so ``keep_float = "auto"`` (edge_export.mixed_precision) can drive it."""
         def deco(fn: Scheme) -> Scheme:
             self._schemes[name] = fn
+            if keep_float:
+                self._keep_float.add(name)
             return fn
         return deco
+
+    def honours_keep_float(self, name: str) -> bool:
+        return name in self._keep_float
 
     def __contains__(self, name: str) -> bool:
         return name in self._schemes

@@ -151,17 +151,77 @@ def _build(job: Job, exporter: Any, artifact: Path, stage: Callable[[str], None]
     stage("quantize")
     import torch
 
+    from edge_export import mixed_precision
+
     program = torch.export.load(str(job.workspace / "program.pt2"))
     ctx = _context(job)
-    prepared = exporter.quantize(program, job.recipe, ctx)
-    prepared.example_inputs = ctx.example_inputs
-    prepared.input_names = tuple(ctx.input_names)
-    prepared.output_names = tuple(ctx.output_names)
-    prepared.input_specs = tuple(job.model.inputs)
+    if mixed_precision.is_auto(job.recipe):
+        return _build_auto(job, exporter, program, ctx, artifact, stage)
+    prepared = _prepare(exporter, program, job.recipe, ctx, job.model.inputs)
     stage("lower")
     exporter.lower(prepared, job.recipe, artifact)
     stage("verify")
-    return _verify(job, exporter, artifact, prepared)
+    parity, latency, accuracy = _verify(job, exporter, artifact, prepared)
+    if parity["status"] == "failed" and job.recipe.param("bits") in (4, 8):
+        stage("localize")  # only failed gates pay for the per-layer measurement
+        mixed_precision.localize(program, job.recipe, ctx, *_parity_columns(job), parity)
+    return parity, latency, accuracy
+
+
+def _prepare(exporter: Any, program: Any, recipe: Recipe, ctx: BuildContext,
+             specs: tuple[TensorSpec, ...]) -> Any:
+    prepared = exporter.quantize(program, recipe, ctx)
+    prepared.example_inputs = ctx.example_inputs
+    prepared.input_names = tuple(ctx.input_names)
+    prepared.output_names = tuple(ctx.output_names)
+    prepared.input_specs = specs
+    return prepared
+
+
+def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifact: Path,
+                stage: Callable[[str], None]):
+    """keep_float = "auto": see edge_export.mixed_precision (the loop is target-agnostic)."""
+    from edge_export.errors import UsageError
+    from edge_export.mixed_precision import build_auto
+    from edge_export.parity import gate
+
+    if not exporter.schemes.honours_keep_float(job.recipe.scheme):
+        raise UsageError(f"recipe {job.recipe.name} ({job.target}): keep_float = \"auto\" needs a "
+                         f"scheme that honours keep_float; {job.recipe.scheme} does not")
+    inputs, reference = _parity_columns(job)
+    kinds = {"kinds": list(job.model.output_kinds) or None,
+             "real_inputs": job.parity_inputs_from == "validation-data"}
+
+    def reference_passes(prepared: Any) -> tuple[bool, dict[str, float]]:
+        actual = [_torch_outputs(prepared.reference, s) for s in inputs]
+        result = gate(list(job.model.output_names), reference, actual, job.recipe.parity,
+                      "pytorch", "pytorch-float", **kinds)
+        worst = min(result.outputs.values(), key=lambda m: m["snr_db"])
+        return result.status == "passed", {"snr_db": round(worst["snr_db"], 2),
+                                           "cosine": round(worst["cosine"], 6)}
+
+    def lower_and_verify(prepared: Any, recipe: Recipe):
+        stage("lower")
+        if artifact.is_dir():
+            shutil.rmtree(artifact)
+        artifact.unlink(missing_ok=True)
+        exporter.lower(prepared, recipe, artifact)
+        stage("verify")
+        return _verify(job, exporter, artifact, prepared)
+
+    stage("sensitivity")
+    # The PT2E reference models the artifact only for static activations (dynamic kernels
+    static = job.recipe.param("activations") == "static"  # pick qparams per row at run time)
+    return build_auto(program, job.recipe, ctx, inputs, reference,
+                      lambda recipe: _prepare(exporter, program, recipe, ctx, job.model.inputs),
+                      reference_passes if static else None, lower_and_verify)
+
+
+def _parity_columns(job: Job) -> tuple[list[tuple[np.ndarray, ...]], list[list[np.ndarray]]]:
+    """The parity inputs and float PyTorch outputs (per sample) the gate is computed on."""
+    arrays = _load_npz(job.workspace / "parity.npz")
+    inputs = _columns(arrays, "in_", len(job.model.inputs))
+    return inputs, [list(s) for s in _columns(arrays, "out_", len(job.model.output_names))]
 
 
 def _close_timings(timings: dict[str, float]) -> None:
@@ -217,10 +277,7 @@ def _context(job: Job) -> BuildContext:
 def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
     from edge_export.parity import ParityResult, gate
 
-    n_in, n_out = len(job.model.inputs), len(job.model.output_names)
-    arrays = _load_npz(job.workspace / "parity.npz")
-    inputs = _columns(arrays, "in_", n_in)
-    reference = [list(s) for s in _columns(arrays, "out_", n_out)]
+    inputs, reference = _parity_columns(job)
     try:
         from edge_export.latency import limit_threads
 

@@ -66,6 +66,7 @@ class ExportOptions:
     quiet: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
     threads: int = 1  # every runtime's thread pool while latency is measured (--threads)
+    keep_float: str | None = None  # --keep-float auto: overrides the recipes' keep_float
 
 
 @dataclass
@@ -116,6 +117,26 @@ def resolve_recipes(targets: list[str], requested: tuple[str, ...]) -> list[tupl
             raise UsageError(f"recipe file {recipe.name!r} says it is unsupported: "
                              f"{recipe.unsupported}")
     return plan
+
+
+def override_keep_float(plan: list[tuple[str, Recipe]],
+                        value: str | None) -> list[tuple[str, Recipe]]:
+    """``--keep-float auto``: every recipe whose scheme honours keep_float gets it (its own
+    keep_float replaced; a different sha256, so the cache keeps both); others are unchanged."""
+    if value is None:
+        return plan
+    import hashlib
+
+    from edge_export.exporter import get_exporter
+
+    out = []
+    for target, recipe in plan:
+        if get_exporter(target).schemes.honours_keep_float(recipe.scheme):
+            recipe = replace(recipe, params={**recipe.params, "keep_float": value},
+                             sha256=hashlib.sha256(f"{recipe.sha256}|keep_float={value}".encode())
+                             .hexdigest())
+        out.append((target, recipe))
+    return out
 
 
 PREQUANTIZED = "prequantized"
@@ -198,7 +219,7 @@ def run_export(opts: ExportOptions) -> RunReport:
     targets, skipped = select_targets(opts.targets)
     if opts.dynamic:
         refuse_dynamic(targets)
-    plan = resolve_recipes(targets, opts.recipes)
+    plan = override_keep_float(resolve_recipes(targets, opts.recipes), opts.keep_float)
     for _, recipe in plan:
         needs = recipe.calibration_required and opts.calibration_data is None
         if needs:
