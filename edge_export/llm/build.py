@@ -51,7 +51,7 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
     recipes = [load_recipe(r) for r in opts.recipes]
     for backend in backends.values():
         for recipe in recipes:
-            if (reason := backend.refusal(recipe)) is not None:
+            if (reason := backend.refusal(recipe.for_target(backend.target))) is not None:
                 raise UsageError(f"{backend.target} cannot build recipe {recipe.name}: {reason}")
     lm = load_lm(opts.model)
     check_context(lm, opts.max_context)
@@ -66,9 +66,11 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
                       bos_id=bos, eos_ids=eos, vocab_size=int(lm.config.vocab_size))
     refs = _references(lm, tokenizer, spec, max(r.greedy_steps for r in recipes))
     results, code = [], EXIT_OK
-    for recipe in recipes:
-        model = lm.model if not recipe.quantized else load_lm(opts.model).model  # quantized in place
+    for generic in recipes:
         for backend in backends.values():
+            recipe = generic.for_target(backend.target)
+            # quantization happens in place: a fresh copy per target, each quantizes its own way
+            model = lm.model if not recipe.quantized else load_lm(opts.model).model
             log(f"{backend.target}-{recipe.name}: quantizing, exporting and verifying ...")
             result = _build_one(lm, model, backend, recipe, spec, refs, tokenizer, opts)
             log(f"{backend.target}-{recipe.name}: {result['status']} -> {result['path']}"
