@@ -55,7 +55,7 @@ def convert_function(model: Any, tokens: int, spec: ExportSpec, recipe: LLMRecip
         minimum_deployment_target=ct.target.iOS18, skip_model_load=True, pass_pipeline=conversion_pipeline())
     del program
     if recipe.quantized:
-        mlmodel = ct.optimize.coreml.linear_quantize_weights(mlmodel, optimization_config(recipe))
+        mlmodel = ct.optimize.coreml.linear_quantize_weights(mlmodel, optimization_config(recipe, mlmodel))
     drop_volatile_metadata(mlmodel)
     return mlmodel
 

@@ -62,8 +62,13 @@ def coreml_fake_quantize(model: Any, recipe: LLMRecipe) -> Any:
     return model
 
 
-def optimization_config(recipe: LLMRecipe) -> Any:
-    """coremltools' config for the same scheme, applied to the weights of ``linear`` ops."""
+def optimization_config(recipe: LLMRecipe, mlmodel: Any) -> Any:
+    """coremltools' config for the same scheme, on every weight that feeds a ``linear`` op.
+
+    Named per weight rather than per op type: a tied embedding is one constant feeding both
+    the lm_head ``linear`` and the embedding ``gather``, which op-type configs reject as a
+    conflict. Quantizing it for both is what PyTorch does too (the tied Parameter is the
+    lm_head's weight), and blocks run along the hidden axis for both ops."""
     from edge_export.exporters.coreml.schemes import coremltools
 
     cto = coremltools().optimize.coreml
@@ -71,4 +76,6 @@ def optimization_config(recipe: LLMRecipe) -> Any:
         else {"granularity": "per_channel"}
     config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype=recipe.weights, weight_threshold=0,
                                          **granularity)
-    return cto.OptimizationConfig(op_type_configs={"linear": config})
+    weights = cto.get_weights_metadata(mlmodel, weight_threshold=0)
+    names = [name for name, meta in weights.items() if any(child.op_type == "linear" for child in meta.child_ops)]
+    return cto.OptimizationConfig(op_name_configs=dict.fromkeys(names, config))
