@@ -21,6 +21,7 @@ ACTIVATIONS = ("float32", "int8-dynamic")
 COMPUTE = ("float32", "float16")
 _KEYS = {"name": str, "description": str, "quantization": dict, "gates": dict, "targets": dict}
 _QUANT_KEYS = {"weights": str, "group_size": int, "activations": str, "compute": str}
+_TARGET_KEYS = {**_QUANT_KEYS, "description": str}  # what [targets.<target>] may override
 _GATE_KEYS = {"greedy_steps": int, "min_logits_cosine": float, "min_top1_agreement": float,
               "max_perplexity_ratio": float}
 
@@ -82,7 +83,7 @@ def parse_recipe(text: str, origin: str) -> LLMRecipe:
     for target, overrides in targets.items():
         if not isinstance(overrides, dict):
             raise UsageError(f"recipe {origin}: targets.{target} must be a table")
-        _check(overrides, _QUANT_KEYS, origin, f"targets.{target}.")
+        _check(overrides, _TARGET_KEYS, origin, f"targets.{target}.")
     recipe = LLMRecipe(name=data.get("name", Path(origin).stem), description=data.get("description", ""),
                        **quant, **gates, targets=targets)
     for variant in (recipe, *(recipe.for_target(t) for t in targets)):
