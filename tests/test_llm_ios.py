@@ -74,16 +74,35 @@ def test_tiny_lm_ios_fp32_generates_like_transformers(tiny_fp32: Path) -> None:
     assert manifest["artifact"]["bytes"] < 1.2 * weights
 
 
-@pytest.mark.slow
-def test_generate_on_the_ios_package(tiny_fp32: Path) -> None:
+def _expected_text(golden: dict, n: int) -> str:
     from tokenizers import Tokenizer
 
+    return Tokenizer.from_file(str(TINY_LM / "tokenizer.json")).decode(golden["continuation_ids"][:n])
+
+
+@pytest.mark.slow
+def test_generate_on_the_ios_package(tiny_fp32: Path) -> None:
+    """``generate`` in-process (the CLI path is the extended test below and test_llm's)."""
+    import io
+
+    from edge_export.llm.generate import generate
+
     golden = json.loads((tiny_fp32 / "golden" / "prompt_001.json").read_text())
-    proc = run_cli("generate", str(tiny_fp32), "--prompt", golden["prompt"], "--max-new-tokens", "12")
+    out, err = io.StringIO(), io.StringIO()
+    stats = generate(tiny_fp32, golden["prompt"], 12, out=out, err=err)
+    assert out.getvalue() == golden["prompt"] + _expected_text(golden, 12) + "\n"
+    assert stats["ids"] == golden["continuation_ids"][:12]
+    assert "decode 11 tokens at" in err.getvalue() and "(mil-reference)" in err.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+def test_generate_cli_on_the_ios_package(tiny_fp32: Path) -> None:
+    golden = json.loads((tiny_fp32 / "golden" / "prompt_002.json").read_text())
+    proc = run_cli("generate", str(tiny_fp32), "--prompt", golden["prompt"], "--max-new-tokens", "20")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    expected = Tokenizer.from_file(str(TINY_LM / "tokenizer.json")).decode(golden["continuation_ids"][:12])
-    assert proc.stdout == golden["prompt"] + expected + "\n"
-    assert "decode 11 tokens at" in proc.stderr and "(mil-reference)" in proc.stderr
+    assert proc.stdout == golden["prompt"] + _expected_text(golden, 20) + "\n"
+    assert "decode 19 tokens at" in proc.stderr and "(mil-reference)" in proc.stderr
 
 
 @pytest.mark.slow
@@ -171,3 +190,16 @@ def test_qwen2_style_ios_fp32_and_4bit(tmp_path_factory) -> None:
     root = _export(tmp_path_factory, QWEN2, "qwen2ios", "fp32", "4bit")
     assert _check_package(root / "ios-fp32")["source"]["architecture"] == "Qwen2ForCausalLM"
     assert _check_package(root / "ios-4bit")["parity"]["metrics"]["top1_agreement"] >= 0.9
+
+
+def test_fp16_is_ios_only_and_gated_by_agreement(tmp_path: Path) -> None:
+    """fp16 arithmetic is teacher-forced gated; android (XNNPACK fp32) refuses it in one line."""
+    from edge_export.llm.recipe import load_recipe
+
+    fp16 = load_recipe("fp16")
+    assert not fp16.exact and fp16.min_top1_agreement is not None and fp16.min_logits_cosine is None
+    assert load_recipe("fp32").exact
+    proc = run_cli("llm", "--model", str(TINY_LM), "--target", "android", "--recipe", "fp16",
+                   "--out", str(tmp_path / "dist"))
+    assert proc.returncode == 2 and "android cannot build recipe fp16: android computes in float32 only" \
+        in proc.stderr, proc.stderr[-2000:]

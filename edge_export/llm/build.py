@@ -121,7 +121,7 @@ def _build_in(staged: Path, lm: LoadedLM, model: Any, backend: LLMBackend, recip
     t0 = time.perf_counter()
     artifact_greedy = [ev.greedy(session, p, recipe.greedy_steps) for p in refs.prompts]
     artifact_logits = ev.teacher_forced(session, refs.windows)
-    if recipe.quantized:
+    if not recipe.exact:
         ev.quantized_gates(report, recipe, refs.windows, refs.float_logits,
                            ev.teacher_forced(reference, refs.windows), artifact_logits)
         reference_greedy = [ev.greedy(reference, p, recipe.greedy_steps) for p in refs.prompts]

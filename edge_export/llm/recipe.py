@@ -48,6 +48,13 @@ class LLMRecipe:
     def quantized(self) -> bool:
         return self.weights != "float32"
 
+    @property
+    def exact(self) -> bool:
+        """Float weights and compute: gated on identical greedy tokens. Anything else (int
+        weights, fp16 arithmetic) flips near-tied tokens somewhere in 32 greedy steps, so it
+        is gated on teacher-forced top-1 agreement and perplexity instead."""
+        return not self.quantized and self.compute == "float32"
+
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != {}}
 
@@ -91,7 +98,7 @@ def parse_recipe(text: str, origin: str) -> LLMRecipe:
                 or variant.compute not in COMPUTE:
             raise UsageError(f"recipe {origin}: weights must be one of {', '.join(WEIGHTS)}, activations "
                              f"one of {', '.join(ACTIVATIONS)} and compute one of {', '.join(COMPUTE)}")
-    needed = ("min_top1_agreement", "max_perplexity_ratio") if recipe.quantized else ("min_logits_cosine",)
+    needed = ("min_logits_cosine",) if recipe.exact else ("min_top1_agreement", "max_perplexity_ratio")
     if any(getattr(recipe, gate) is None for gate in needed):
         raise UsageError(f"recipe {origin}: needs gates {' and '.join(needed)}")
     return recipe

@@ -31,10 +31,12 @@ class CoreMLLLM(LLMBackend):
     def runtime_name(self) -> str:  # type: ignore[override]
         return "coreml" if sys.platform == "darwin" else "mil-reference"
 
+    compute_precisions = ("float32", "float16")
+
     def refusal(self, recipe: LLMRecipe) -> str | None:
         if recipe.activations != "float32":
             return "Core ML has no dynamic activation quantization (weights only: activations = \"float32\")"
-        return None
+        return super().refusal(recipe)
 
     def quantize(self, model: Any, recipe: LLMRecipe) -> Any:
         """Core ML's own symmetric scheme, reproduced exactly in PyTorch (see ``quantize``)."""
