@@ -57,9 +57,11 @@ class StatefulLM(nn.Module):
         torch._check(position >= 0)
         torch._check(position + n <= self.max_context)
         positions = start.long() + torch.arange(n)
-        visible = torch.arange(self.max_context)[None, :] <= positions[:, None]
+        hidden = torch.arange(self.max_context)[None, :] > positions[:, None]
         self._start = position
-        self._mask = torch.where(visible, 0.0, MASKED)[None, None]  # [1, 1, n, max_context]
+        # a multiply, not where(visible, 0, MASKED): coremltools would store select's scalar
+        # branches broadcast to [n, max_context] in the weights (130 KB each at 127 x 256)
+        self._mask = (hidden.to(torch.float32) * MASKED)[None, None]  # [1, 1, n, max_context]
         with _attention_through(self):
             logits = self.model(input_ids=input_ids.long(), position_ids=positions[None], use_cache=False).logits
         self._start = self._mask = None
