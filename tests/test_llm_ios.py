@@ -69,6 +69,14 @@ def test_tiny_lm_ios_fp32_generates_like_transformers(tiny_fp32: Path) -> None:
         assert len(program.state_specs) == 2 * model.config.num_hidden_layers
     assert functions["prefill"].input_shapes["input_ids"] == (1, CONTEXT - 1)
     assert functions["decode"].input_shapes["input_ids"] == (1, 1)
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString((tiny_fp32 / "model.mlpackage/Data/com.apple.CoreML/model.mlmodel").read_bytes())
+    assert spec.description.defaultFunctionName == "decode"
+    assert dict(spec.description.metadata.userDefined) == {
+        "edge_export.max_context": str(CONTEXT), "edge_export.prefill_tokens": str(CONTEXT - 1),
+        "edge_export.vocab_size": "1024"}
     # one copy of the weights for both functions: the package is not twice the float weights
     weights = sum(p.numel() * 4 for p in model.parameters())
     assert manifest["artifact"]["bytes"] < 1.2 * weights
@@ -103,6 +111,16 @@ def test_generate_cli_on_the_ios_package(tiny_fp32: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout == golden["prompt"] + _expected_text(golden, 20) + "\n"
     assert "decode 19 tokens at" in proc.stderr and "(mil-reference)" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ios_demo_reads_the_golden_files_this_package_has(tiny_fp32: Path) -> None:
+    pytest.importorskip("tree_sitter_swift")
+    from tests.test_app_sources import SWIFT_LLM_GOLDEN_READERS, SWIFT_SRC, swift_json_keys
+
+    keys = set().union(*(swift_json_keys(SWIFT_SRC / f) for f in SWIFT_LLM_GOLDEN_READERS))
+    golden = json.loads((tiny_fp32 / "golden" / "prompt_000.json").read_text())
+    assert {"prompt", "prompt_ids", "continuation_ids"} <= keys <= set(golden)
 
 
 @pytest.mark.slow

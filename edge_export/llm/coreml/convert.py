@@ -71,7 +71,6 @@ def export_multifunction(model: Any, spec: ExportSpec, recipe: LLMRecipe, dest: 
         for name, tokens in function_tokens(spec).items():
             path = work / f"{name}.mlpackage"
             mlmodel = convert_function(model, tokens, spec, recipe)
-            mlmodel.user_defined_metadata.update(_metadata(spec))
             mlmodel.save(str(path))
             del mlmodel
             descriptor.add_function(str(path), src_function_name="main", target_function_name=name)
@@ -79,7 +78,18 @@ def export_multifunction(model: Any, spec: ExportSpec, recipe: LLMRecipe, dest: 
         ct.utils.save_multifunction(descriptor, str(dest))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _write_metadata(dest, _metadata(spec))  # save_multifunction keeps no user metadata
     stabilise_package(dest)
+
+
+def _write_metadata(package: Path, metadata: dict[str, str]) -> None:
+    from coremltools.proto import Model_pb2
+
+    for path in package.rglob("*.mlmodel"):
+        model = Model_pb2.Model()
+        model.ParseFromString(path.read_bytes())
+        model.description.metadata.userDefined.update(metadata)
+        path.write_bytes(model.SerializeToString())
 
 
 def _metadata(spec: ExportSpec) -> dict[str, str]:
