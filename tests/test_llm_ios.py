@@ -74,6 +74,10 @@ def test_tiny_lm_ios_fp32_generates_like_transformers(tiny_fp32: Path) -> None:
     spec = Model_pb2.Model()
     spec.ParseFromString((tiny_fp32 / "model.mlpackage/Data/com.apple.CoreML/model.mlmodel").read_bytes())
     assert spec.description.defaultFunctionName == "decode"
+    from edge_export.llm.coreml import function_shapes  # what the macOS session reads
+
+    assert function_shapes(spec, "prefill") == ((1, CONTEXT - 1), (1, 2, CONTEXT, 32))
+    assert function_shapes(spec, "decode") == ((1, 1), (1, 2, CONTEXT, 32))
     assert dict(spec.description.metadata.userDefined) == {
         "edge_export.max_context": str(CONTEXT), "edge_export.prefill_tokens": str(CONTEXT - 1),
         "edge_export.vocab_size": "1024"}

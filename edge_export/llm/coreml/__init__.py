@@ -120,10 +120,7 @@ class _MLModelFunction:
 
         ct = coremltools()
         self._model = ct.models.MLModel(str(artifact), function_name=name, compute_units=ct.ComputeUnit.CPU_ONLY)
-        description = self._model.get_spec().description
-        self.input_shape = tuple(next(i for i in description.input if i.name == INPUTS[0])
-                                 .type.multiArrayType.shape)
-        self.state_shape = tuple(description.state[0].type.stateType.arrayType.shape)
+        self.input_shape, self.state_shape = function_shapes(self._model.get_spec(), name)
 
     def new_state(self) -> Any:
         return self._model.make_state()
@@ -131,3 +128,11 @@ class _MLModelFunction:
     def run(self, ids: np.ndarray, start: int, state: Any) -> np.ndarray:
         feeds = {INPUTS[0]: ids[None].astype(np.int32), INPUTS[1]: np.array([start], np.int32)}
         return np.asarray(self._model.predict(feeds, state=state)[OUTPUT])[0]
+
+
+def function_shapes(spec: Any, function: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(input_ids shape, first state's shape) of one function of a multifunction spec (its
+    top-level description is empty: each function carries its own)."""
+    description = next(f for f in spec.description.functions if f.name == function)
+    ids = next(i for i in description.input if i.name == INPUTS[0])
+    return tuple(ids.type.multiArrayType.shape), tuple(description.state[0].type.stateType.arrayType.shape)
