@@ -37,7 +37,7 @@ struct LLMSelfTest {
             let tokens = try generator.greedy(prompt: ids, steps: golden.continuationIds.count)
             let seconds = Date().timeIntervalSince(started)
             guard tokens == golden.continuationIds else {
-                let step = zip(tokens, golden.continuationIds).enumerated().first { $1.0 != $1.1 }?.offset ?? tokens.count
+                let step = zip(tokens, golden.continuationIds).enumerated().first { pair in pair.element.0 != pair.element.1 }?.offset ?? tokens.count
                 throw DemoError("\(golden.prompt.debugDescription): continuation differs from golden at step \(step)")
             }
             report.append("\(golden.prompt)\(tokenizer.decode(tokens)) — \(tokens.count) tokens, "

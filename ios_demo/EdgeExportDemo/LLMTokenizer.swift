@@ -68,7 +68,7 @@ final class LLMTokenizer {
                     best = (rank, i)
                 }
             }
-            guard let (_, index) = best else { break }
+            guard let index = best?.index else { break }
             let (a, b) = (word[index], word[index + 1])
             var merged: [String] = []
             var i = 0
