@@ -137,6 +137,9 @@ def cli() -> None:
               help="Package version.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224[:dtype]",
               help="Example input, when the model source provides none (repeatable).")
+@click.option("--dynamic", "dynamic", multiple=True, metavar="NAME:DIM=MIN..MAX",
+              help="A dimension of input NAME that takes any size in MIN..MAX, e.g. "
+                   "input_ids:1=1..512 (repeatable; parity runs at MIN, the middle and MAX too).")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled .pt module (runs its code).")
 @click.option("--validation-data", type=click.Path(path_type=Path), metavar="FILE.npz",
               help="Real inputs for parity (default: seeded random inputs).")
@@ -165,15 +168,16 @@ def cli() -> None:
                    "name/version is otherwise immutable).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], out: Path,
-               name: str | None, pkg_version: str, inputs: tuple[str, ...], trust_pickle: bool,
-               validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
+               name: str | None, pkg_version: str, inputs: tuple[str, ...], dynamic: tuple[str, ...],
+               trust_pickle: bool, validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
                calibration_samples: int | None, eval_data: Path | None,
                max_accuracy_drop: float | None, jobs: int, cache_dir: Path | None, no_cache: bool,
                report_path: Path | None, as_json: bool, force: bool, debug: bool) -> None:
     """Export MODEL to each --target with each --recipe, verify, and package."""
-    from edge_export.tensors import parse_input_spec
+    from edge_export.tensors import parse_dynamic_spec, parse_input_spec
 
     specs = tuple(parse_input_spec(s) for s in inputs)
+    declared = tuple(parse_dynamic_spec(s) for s in dynamic)
     _check_package_id(name, pkg_version)
     with _stdout_for_json(as_json) as emit:
         from edge_export.cache import default_dir as default_cache_dir
@@ -182,7 +186,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
         resolve_recipes(resolve_targets(targets), recipes)  # usage errors before heavy imports
         opts = ExportOptions(
             model=model, targets=targets, recipes=recipes, out=out, name=name,
-            version=pkg_version, inputs=specs, trust_pickle=trust_pickle,
+            version=pkg_version, inputs=specs, dynamic=declared, trust_pickle=trust_pickle,
             validation_data=validation_data, parity_samples=parity_samples,
             calibration_data=calibration_data, calibration_samples=calibration_samples,
             eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug,

@@ -74,6 +74,21 @@ class Prepared:
     example_inputs: tuple[Any, ...] = ()
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    input_specs: tuple[Any, ...] = ()  # TensorSpecs, with the declared dynamic dimensions
+
+    def exported(self) -> Any:
+        """The program as an ExportedProgram: exported again, with the declared dynamic
+        dimensions, when a scheme quantized it in PyTorch (a GraphModule)."""
+        import torch
+
+        from edge_export.dynamic import is_dynamic, torch_dynamic_shapes, tracing_examples
+
+        if isinstance(self.program, torch.export.ExportedProgram):
+            return self.program
+        if not is_dynamic(self.input_specs):
+            return torch.export.export(self.program, self.example_inputs)
+        return torch.export.export(self.program, tracing_examples(self.example_inputs, self.input_specs),
+                                   dynamic_shapes=torch_dynamic_shapes(self.input_specs))
 
 
 @dataclass
@@ -119,6 +134,8 @@ class Exporter(abc.ABC):
     runtime_name: ClassVar[str]  # runtime that parity runs on by default
     schemes: ClassVar[SchemeTable]  # the quantization schemes its recipes may name
     toolchain: ClassVar[Toolchain | None] = None  # None: the core install is enough
+    # Why the target cannot take declared dynamic dimensions (--dynamic); None: it can.
+    dynamic_dims_refusal: ClassVar[str | None] = None
 
     def quantize(self, program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         """Apply the recipe's scheme (identity for float recipes)."""
@@ -255,6 +272,11 @@ def select_targets(names: Iterable[str]) -> tuple[list[str], list[Availability]]
     if not chosen:
         raise UsageError("no --target given", hint="e.g. --target android or --target all")
     return chosen, skipped
+
+
+def exporter_class(target: str) -> type[Exporter]:
+    """The plugin class, for its declarations (loading it imports no toolchain)."""
+    return _entry_point(target).load()
 
 
 def get_exporter(target: str) -> Exporter:

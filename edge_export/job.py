@@ -156,6 +156,7 @@ def _build(job: Job, exporter: Any, artifact: Path, stage: Callable[[str], None]
     prepared.example_inputs = ctx.example_inputs
     prepared.input_names = tuple(ctx.input_names)
     prepared.output_names = tuple(ctx.output_names)
+    prepared.input_specs = tuple(job.model.inputs)
     stage("lower")
     exporter.lower(prepared, job.recipe, artifact)
     stage("verify")
@@ -239,9 +240,38 @@ def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
                         runtime, "pytorch-quantized", **kinds)
         if fidelity.status == "failed" and quality.status == "passed":
             quality.status, quality.reason = "failed", fidelity.reason
+    sizes = _check_sizes(job, run, runtime, quality)
     latency = _latency(run, inputs[0])
     accuracy = _accuracy(job, run, runtime)
-    return _parity_json(quality, fidelity, job), latency, accuracy
+    return {**_parity_json(quality, fidelity, job), **sizes}, latency, accuracy
+
+
+def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dict[str, Any]:
+    """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
+    recipe's thresholds; the first failure fails the package."""
+    from edge_export.dynamic import sizes_label
+
+    arrays = _load_npz(job.workspace / "sizes.npz")
+    if not arrays:
+        return {}
+    names, specs = list(job.model.output_names), job.model.inputs
+    checked = []
+    for k in range(len({key.split("_", 1)[0] for key in arrays})):
+        sample = tuple(arrays[f"s{k}_in_{i}"] for i in range(len(specs)))
+        reference = [arrays[f"s{k}_out_{j}"] for j in range(len(names))]
+        label = sizes_label(sample, specs)
+        try:
+            result = gate(names, [reference], [run(list(sample))], job.recipe.parity, runtime,
+                          "pytorch-float", kinds=list(job.model.output_kinds) or None, real_inputs=False)
+        except Exception as exc:  # noqa: BLE001 - the runtime rejected this size
+            result = ParityResult("failed", runtime, reason=f"{runtime} could not run it: "
+                                  f"{summarize_exception(exc)}")
+        checked.append({"inputs": label, "status": result.status, "reason": result.reason,
+                        "outputs": {n: {k: m[k] for k in ("cosine", "snr_db", "max_abs") if k in m}
+                                    for n, m in result.outputs.items()}})
+        if result.status == "failed" and quality.status == "passed":
+            quality.status, quality.reason = "failed", f"at {label}: {result.reason}"
+    return {"dynamic_sizes": checked}
 
 
 def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:

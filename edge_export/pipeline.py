@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge_export.archive import write_zip, zip_name
 from edge_export.cache import Cache, hint_of
+from edge_export.dynamic import is_dynamic
 from edge_export.errors import (
     EXIT_GATE_FAILED,
     EXIT_OK,
@@ -35,7 +36,7 @@ from edge_export.package import (
 )
 from edge_export.progress import Progress
 from edge_export.recipe import Recipe, builtin_recipes, is_recipe_file, load_recipe_file
-from edge_export.tensors import TensorSpec
+from edge_export.tensors import DynamicDim, TensorSpec
 from edge_export.workers import WorkerPool
 
 DEFAULT_VERSION = "0.1.0"
@@ -50,6 +51,7 @@ class ExportOptions:
     name: str | None = None
     version: str = DEFAULT_VERSION
     inputs: tuple[TensorSpec, ...] = ()
+    dynamic: tuple[tuple[str, DynamicDim], ...] = ()  # --dynamic NAME:DIM=MIN..MAX
     trust_pickle: bool = False
     validation_data: Path | None = None
     parity_samples: int = 8
@@ -121,9 +123,14 @@ FLOAT_RECIPE = "fp32"
 def compose_with_compression(plan: list[tuple[str, Recipe]],
                              compression: dict) -> list[tuple[str, Recipe]]:
     """A model the user already quantized keeps its quantization: the float recipe becomes
-    ``prequantized`` (the graph lowered as it is); any other recipe would quantize it again
-    and is refused, never applied silently."""
+    ``prequantized`` for a PT2E graph (lowered as it is) and, for torchao weights, each
+    target's recipe of the same scheme (compression.TORCHAO_EQUIVALENTS); any other recipe
+    would quantize it again and is refused, never applied silently."""
+    from edge_export.compression import TORCHAO_PREFIX
+
     quantized = compression.get("quantization")
+    if quantized and quantized.startswith(TORCHAO_PREFIX):
+        return _carry_torchao(plan, quantized)
     if not quantized:
         for target, recipe in plan:
             if recipe.name == PREQUANTIZED:
@@ -148,10 +155,47 @@ def compose_with_compression(plan: list[tuple[str, Recipe]],
     return composed
 
 
+def _carry_torchao(plan: list[tuple[str, Recipe]], quantized: str) -> list[tuple[str, Recipe]]:
+    from edge_export.compression import TORCHAO_EQUIVALENTS, TORCHAO_PREFIX
+
+    equivalents = TORCHAO_EQUIVALENTS[quantized.removeprefix(TORCHAO_PREFIX)]
+    composed = []
+    for target, recipe in plan:
+        shipped = builtin_recipes(target)
+        own = next((shipped[n] for n in equivalents if n in shipped and shipped[n].supported), None)
+        if own is None:
+            able = [t for t in target_names()
+                    if any((r := builtin_recipes(t).get(n)) and r.supported for n in equivalents)]
+            why = "; ".join(f"{n}: {shipped[n].unsupported}" for n in equivalents if n in shipped)
+            raise UsageError(f"target {target} cannot carry a {quantized} model ({why})",
+                             hint=f"targets that can: {', '.join(able)}")
+        if recipe.name not in (FLOAT_RECIPE, own.name):
+            raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
+                             f"({target}) would quantize it again",
+                             hint=f"pass no --recipe: it ships as {target}'s {own.name!r}")
+        if (target, own) not in composed:
+            composed.append((target, own))
+    return composed
+
+
+def refuse_dynamic(targets: list[str]) -> None:
+    """--dynamic on a target whose exporter declares it cannot take dynamic dimensions."""
+    from edge_export.exporter import exporter_class
+
+    for target in targets:
+        reason = exporter_class(target).dynamic_dims_refusal
+        if reason:
+            able = [t for t in target_names() if not exporter_class(t).dynamic_dims_refusal]
+            raise UsageError(f"target {target} cannot take --dynamic: {reason}",
+                             hint=f"targets that can: {', '.join(able)}; or export {target} with static shapes")
+
+
 def run_export(opts: ExportOptions) -> RunReport:
     from edge_export import workspace
 
     targets, skipped = select_targets(opts.targets)
+    if opts.dynamic:
+        refuse_dynamic(targets)
     plan = resolve_recipes(targets, opts.recipes)
     for _, recipe in plan:
         needs = recipe.calibration_required and opts.calibration_data is None
@@ -171,6 +215,8 @@ def run_export(opts: ExportOptions) -> RunReport:
         progress.note(f"[bold]load[/] {opts.model}")
         prepared = workspace.prepare(opts, root / "workspace", plan)
         plan = compose_with_compression(plan, prepared.model.compression)
+        if is_dynamic(prepared.model.inputs):  # declared in the model's metadata too
+            refuse_dynamic(targets)
         progress.replan([(t, r.name) for t, r in plan])
         for target, recipe in plan:
             check_replaceable(package_dir(opts.out, prepared.model.name, prepared.model.version,

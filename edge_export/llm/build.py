@@ -68,8 +68,8 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
     results, code = [], EXIT_OK
     for generic in recipes:
         for backend in backends.values():
-            recipe = generic.for_target(backend.target)
-            # quantization happens in place: a fresh copy per target, each quantizes its own way
+            recipe = generic.for_target(backend.target)  # the [targets.<target>] overrides applied
+            # each backend quantizes in place with its own scheme: a fresh float copy each time
             model = lm.model if not recipe.quantized else load_lm(opts.model).model
             log(f"{backend.target}-{recipe.name}: quantizing, exporting and verifying ...")
             result = _build_one(lm, model, backend, recipe, spec, refs, tokenizer, opts)

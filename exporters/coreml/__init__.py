@@ -33,18 +33,15 @@ class CoreMLExporter(Exporter):
     toolchain = Toolchain("ios", ("coremltools", "executorch", "torchao"))
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
-        import torch
-
         ct = coremltools()
         precision = recipe.param("compute_precision", "float32")
-        program = prepared.program
-        if not isinstance(program, torch.export.ExportedProgram):  # quantized in PyTorch
-            program = torch.export.export(program, prepared.example_inputs)
-        program = decompose_for_coreml(program)  # what coremltools lacks, nothing it fuses
+        program = decompose_for_coreml(prepared.exported())  # what coremltools lacks, nothing it fuses
         mlmodel = ct.convert(
             program,
-            inputs=[ct.TensorType(name=n, shape=tuple(t.shape))
-                    for n, t in zip(prepared.input_names, prepared.example_inputs, strict=True)],
+            inputs=[ct.TensorType(name=n, shape=_shape(ct, t, spec))
+                    for n, t, spec in zip(prepared.input_names, prepared.example_inputs,
+                                          prepared.input_specs or [None] * len(prepared.input_names),
+                                          strict=True)],
             outputs=[ct.TensorType(name=n) for n in prepared.output_names],
             convert_to="mlprogram",
             compute_precision=(ct.precision.FLOAT16 if precision == "float16"
@@ -94,6 +91,14 @@ class CoreMLExporter(Exporter):
         return {"runtime": "coreml", "minimum_deployment_target": recipe.minimum_deployment
                 or "iOS17", "model_type": "mlprogram",
                 "compute_precision": recipe.param("compute_precision", "float32")}
+
+
+def _shape(ct: Any, example: Any, spec: Any) -> Any:
+    """The example's shape, with a ``RangeDim`` at each declared dynamic dimension."""
+    shape: list[Any] = list(example.shape)
+    for d in getattr(spec, "dynamic", ()):
+        shape[d.dim] = ct.RangeDim(lower_bound=d.min, upper_bound=d.max, default=shape[d.dim])
+    return ct.Shape(shape) if spec is not None and spec.dynamic else tuple(shape)
 
 
 def _coreml_runner(artifact: Path) -> Runner:

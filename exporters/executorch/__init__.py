@@ -23,13 +23,10 @@ class ExecuTorchExporter(Exporter):
     toolchain = Toolchain("android", ("executorch", "torchao"))
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
-        import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        program = prepared.program
-        if not isinstance(program, torch.export.ExportedProgram):  # quantized in PyTorch
-            program = torch.export.export(program, prepared.example_inputs)
+        program = prepared.exported()
         with skip_unmatchable_patterns():
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         dest.write_bytes(edge.to_executorch().buffer)

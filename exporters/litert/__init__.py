@@ -22,6 +22,10 @@ class LiteRTExporter(Exporter):
     runtime_name = "litert"
     schemes = SCHEMES
     toolchain = Toolchain("tflite", ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"))
+    # Measured with litert-torch 0.10.0: a dynamic sequence length fails in its int64->int32
+    # rewrite of arange, a dynamic batch in its JAX lowering (non-concrete shapes).
+    dynamic_dims_refusal = ("litert-torch 0.10 cannot lower dynamic dimensions (its arange rewrite and "
+                            "JAX lowering need concrete sizes)")
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         import litert_torch
