@@ -53,14 +53,9 @@ class CoreMLExporter(Exporter):
         )
         if prepared.post_convert is not None:
             mlmodel = prepared.post_convert(mlmodel)
-        for key in VOLATILE_METADATA:  # wall-clock data would make packages non-reproducible
-            mlmodel.user_defined_metadata.pop(key, None)
+        drop_volatile_metadata(mlmodel)
         mlmodel.save(str(dest))
-        # Protobuf maps serialise in arbitrary order; rewrite the spec deterministically.
-        spec_file = dest / "Data" / "com.apple.CoreML" / "model.mlmodel"
-        spec_file.write_bytes(mlmodel.get_spec().SerializeToString(deterministic=True))
-        _stabilise_manifest(dest)
-        _stabilise_spec(dest)
+        stabilise_package(dest)
 
     def preflight(self, program: Any) -> dict[str, list[str]]:
         from .preflight import not_convertible
@@ -127,6 +122,18 @@ def _coreml_runner(artifact: Path) -> Runner:
         return [np.asarray(out[name]) for name in out_names]
 
     return run
+
+
+def drop_volatile_metadata(mlmodel: Any) -> None:
+    for key in VOLATILE_METADATA:  # wall-clock data would make packages non-reproducible
+        mlmodel.user_defined_metadata.pop(key, None)
+
+
+def stabilise_package(package: Path) -> None:
+    """Make a saved ``.mlpackage`` byte-reproducible: deterministic spec serialisation and
+    package item names derived from paths (shared with the LLM backend)."""
+    _stabilise_manifest(package)
+    _stabilise_spec(package)
 
 
 def _stabilise_spec(package: Path) -> None:
