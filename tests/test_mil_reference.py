@@ -192,7 +192,7 @@ def _step(out_shape: tuple[int, ...] | None = None) -> Any:
     return registry.Step("test", "test", elementwise._identity, (), ("y",), (np.dtype(np.float32),), (out_shape,))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rank=st.sampled_from([1, 2, 3]),
     groups=st.sampled_from([1, 2, 4]),
@@ -202,11 +202,13 @@ def _step(out_shape: tuple[int, ...] | None = None) -> Any:
     pad=st.integers(0, 2),
     size=st.integers(5, 8),
     pad_type=st.sampled_from(["custom", "valid", "same"]),
+    c_out=st.sampled_from([4, 8]),  # 4 with groups=4: depthwise (its own code path)
 )
-def test_conv_kernel_matches_torch(rank, groups, k, stride, dilation, pad, size, pad_type) -> None:
+def test_conv_kernel_matches_torch(rank, groups, k, stride, dilation, pad, size, pad_type,
+                                   c_out) -> None:
     x = randn(2, 4, *[size] * rank)
-    w = randn(8, 4 // groups, *[k] * rank, seed=1)
-    b = randn(8, seed=2)
+    w = randn(c_out, 4 // groups, *[k] * rank, seed=1)
+    b = randn(c_out, seed=2)
     if pad_type == "same":
         stride = 1
         total = (k - 1) * dilation
