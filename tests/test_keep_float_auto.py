@@ -20,13 +20,13 @@ from .conftest import ROOT, export_json
 MODEL = f"{Path(__file__).parent / 'sensitive_net.py'}:build"
 
 
-def auto_recipe(target: str, folder: Path) -> Path:
-    """The shipped int8-static with keep_float = "auto" (set in the TOML, not by the flag)."""
-    text = (ROOT / "recipes" / target / "int8-static.toml").read_text()
-    text = text.replace('name = "int8-static"', 'name = "int8-static-auto"')
+def auto_recipe(target: str, folder: Path, base: str = "int8-static") -> Path:
+    """A shipped recipe with keep_float = "auto" (set in the TOML, not by the flag)."""
+    text = (ROOT / "recipes" / target / f"{base}.toml").read_text()
+    text = text.replace(f'name = "{base}"', f'name = "{base}-auto"')
     text = re.sub(r"^keep_float = .*\n", "", text, flags=re.M)
     text = text.replace("[quantize]\n", '[quantize]\nkeep_float = "auto"\n', 1)
-    path = folder / f"{target}-auto.toml"
+    path = folder / f"{target}-{base}-auto.toml"
     path.write_text(text)
     return path
 
@@ -65,8 +65,10 @@ def check_auto(pkg: dict) -> None:
 
 def test_tflite_auto_passes_and_failed_gate_names_the_worst_layer(tmp_path):
     """tflite's shipped int8-static keeps nothing float: on this model it fails its gate, and
-    the one-line reason names ``head``; the auto copy keeps exactly ``head`` and passes."""
-    data = export("tflite", tmp_path, "int8-static", str(auto_recipe("tflite", tmp_path)))
+    the one-line reason names ``head``; the auto copies (static and weight-only int8) keep
+    exactly ``head`` and pass."""
+    data = export("tflite", tmp_path, "int8-static", str(auto_recipe("tflite", tmp_path)),
+                  str(auto_recipe("tflite", tmp_path, "int8-weight")))
     assert not data["ok"]
     shipped = package(data, "int8-static")
     assert shipped["status"] == "failed"
@@ -74,6 +76,7 @@ def test_tflite_auto_passes_and_failed_gate_names_the_worst_layer(tmp_path):
                      shipped["parity"]["reason"]), shipped["parity"]["reason"]
     assert "worst layer: head" in data["error"]["message"]
     check_auto(package(data, "int8-static-auto"))
+    check_auto(package(data, "int8-weight-auto"))  # weight-only: AEQ named recipe + NO_QUANTIZE
 
 
 @pytest.mark.slow
