@@ -63,6 +63,7 @@ def check_auto(pkg: dict) -> None:
     assert snr >= 20.0  # the shipped int8-static gate on every target
 
 
+@pytest.mark.slow
 def test_tflite_auto_passes_and_failed_gate_names_the_worst_layer(tmp_path):
     """tflite's shipped int8-static keeps nothing float: on this model it fails its gate, and
     the one-line reason names ``head``; the auto copies (static and weight-only int8) keep
