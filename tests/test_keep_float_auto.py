@@ -83,8 +83,12 @@ def test_tflite_auto_passes_and_failed_gate_names_the_worst_layer(tmp_path):
 @pytest.mark.slow
 def test_android_auto_from_recipe_file(tmp_path):
     """PT2E path: candidates are checked on the quantized PyTorch reference before lowering (~30 s)."""
-    data = export("android", tmp_path, str(auto_recipe("android", tmp_path)))
+    report = tmp_path / "report.html"
+    data = export("android", tmp_path, str(auto_recipe("android", tmp_path)), extra=("--report", str(report)))
     check_auto(package(data, "int8-static-auto"))
+    html = report.read_text()
+    assert "keep_float = auto: 1 of 3 layers kept float (head)" in html
+    assert html.index("<td>head</td>") < html.index("<td>stem</td>"), "most sensitive first"
 
 
 @pytest.mark.slow
