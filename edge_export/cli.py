@@ -153,7 +153,8 @@ def cli() -> None:
 @click.option("--keep-float", type=click.Choice(["auto"]), default=None,
               help="Layers kept float, overriding the recipes' keep_float: auto keeps the fewest "
                    "most-sensitive layers that meet each recipe's parity gate (recipes whose "
-                   "scheme honours keep_float: int8-static; android int8-dynamic and 8da4w).")
+                   "scheme honours keep_float: int8-static, android int8-dynamic/8da4w, tflite "
+                   "weight/dynamic recipes).")
 @click.option("--eval-data", type=click.Path(path_type=Path), metavar="FILE.npz",
               help="Inputs plus 'labels': report accuracy of float vs each artifact.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), metavar="POINTS",

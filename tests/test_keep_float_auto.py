@@ -20,13 +20,13 @@ from .conftest import ROOT, export_json
 MODEL = f"{Path(__file__).parent / 'sensitive_net.py'}:build"
 
 
-def plain_recipe(target: str, folder: Path, auto: bool = False) -> Path:
-    """The shipped int8-static without bias correction (which rescues ``head``'s rounded-away
-    row on its own: this file is about keep_float), optionally with keep_float = "auto" (set in
-    the TOML, not by the flag)."""
-    text = (ROOT / "recipes" / target / "int8-static.toml").read_text()
-    name = "int8-static-auto" if auto else "int8-static-plain"
-    text = text.replace('name = "int8-static"', f'name = "{name}"')
+def plain_recipe(target: str, folder: Path, base: str = "int8-static", auto: bool = False) -> Path:
+    """A shipped recipe without bias correction (which rescues ``head``'s rounded-away row on its
+    own: this file is about keep_float), optionally with keep_float = "auto" (set in the TOML,
+    not by the flag)."""
+    text = (ROOT / "recipes" / target / f"{base}.toml").read_text()
+    name = f"{base}-auto" if auto else f"{base}-plain"
+    text = text.replace(f'name = "{base}"', f'name = "{name}"')
     text = re.sub(r"^(keep_float|bias_correction) = .*\n", "", text, flags=re.M)
     text = text.replace("[quantize]\n", "[quantize]\nbias_correction = false\n"
                         + ('keep_float = "auto"\n' if auto else ""), 1)
@@ -35,8 +35,8 @@ def plain_recipe(target: str, folder: Path, auto: bool = False) -> Path:
     return path
 
 
-def auto_recipe(target: str, folder: Path) -> Path:
-    return plain_recipe(target, folder, auto=True)
+def auto_recipe(target: str, folder: Path, base: str = "int8-static") -> Path:
+    return plain_recipe(target, folder, base, auto=True)
 
 
 def export(target: str, out: Path, *recipes: str, extra: tuple[str, ...] = ()) -> dict:
@@ -71,10 +71,13 @@ def check_auto(pkg: dict) -> None:
     assert snr >= 20.0  # the shipped int8-static gate on every target
 
 
+@pytest.mark.slow
 def test_tflite_auto_passes_and_failed_gate_names_the_worst_layer(tmp_path):
-    """tflite's int8-static (bias correction off) keeps nothing float: on this model it fails its gate, and
-    the one-line reason names ``head``; the auto copy keeps exactly ``head`` and passes."""
-    data = export("tflite", tmp_path, str(plain_recipe("tflite", tmp_path)), str(auto_recipe("tflite", tmp_path)))
+    """tflite's int8-static (bias correction off) keeps nothing float: on this model it fails its
+    gate, and the one-line reason names ``head``; the auto copies (static and weight-only int8)
+    keep exactly ``head`` and pass."""
+    data = export("tflite", tmp_path, str(plain_recipe("tflite", tmp_path)), str(auto_recipe("tflite", tmp_path)),
+                  str(auto_recipe("tflite", tmp_path, "int8-weight")))
     assert not data["ok"]
     shipped = package(data, "int8-static-plain")
     assert shipped["status"] == "failed"
@@ -82,13 +85,18 @@ def test_tflite_auto_passes_and_failed_gate_names_the_worst_layer(tmp_path):
                      shipped["parity"]["reason"]), shipped["parity"]["reason"]
     assert "worst layer: head" in data["error"]["message"]
     check_auto(package(data, "int8-static-auto"))
+    check_auto(package(data, "int8-weight-auto"))  # weight-only: AEQ named recipe + NO_QUANTIZE
 
 
 @pytest.mark.slow
 def test_android_auto_from_recipe_file(tmp_path):
     """PT2E path: candidates are checked on the quantized PyTorch reference before lowering (~30 s)."""
-    data = export("android", tmp_path, str(auto_recipe("android", tmp_path)))
+    report = tmp_path / "report.html"
+    data = export("android", tmp_path, str(auto_recipe("android", tmp_path)), extra=("--report", str(report)))
     check_auto(package(data, "int8-static-auto"))
+    html = report.read_text()
+    assert "keep_float = auto: 1 of 3 layers kept float (head)" in html
+    assert html.index("<td>head</td>") < html.index("<td>stem</td>"), "most sensitive first"
 
 
 @pytest.mark.slow

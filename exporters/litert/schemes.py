@@ -46,19 +46,31 @@ def float16_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(program, post_convert=_quantize_with(recipe_fn))
 
 
-@SCHEMES.register("aeq-weights")
+@SCHEMES.register("aeq-weights", keep_float=True)
 def aeq_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
-    """Dynamic / weight-only recipes: AEQ's named recipe for the declared parameters."""
+    """Dynamic / weight-only recipes: AEQ's named recipe for the declared parameters, with
+    NO_QUANTIZE on the ops of the ``keep_float`` modules."""
     key = (recipe.param("activations", "float"), recipe.param("bits", 8),
            recipe.param("granularity", "per-channel"))
     name = AEQ_RECIPES[key]
+    keep_regexes = scope_regexes(recipe.param("keep_float", []), program.module())
 
-    def recipe_fn() -> Any:
+    def quantize(model: bytes) -> bytes:
+        from ai_edge_quantizer import qtyping, quantizer, recipe_manager
         from ai_edge_quantizer import recipe as aeq_recipes
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-        return getattr(aeq_recipes, name)()
+        manager = recipe_manager.RecipeManager()
+        manager.load_quantization_recipe(getattr(aeq_recipes, name)())
+        for regex in keep_float_scopes(model, keep_regexes):  # last: the latest match wins
+            manager.add_quantization_config(regex=regex,
+                                            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
+        result = quantizer.Quantizer(model, manager.get_quantization_recipe()).quantize(
+            enable_progress_report=False)
+        return bytes(result.quantized_model)
 
-    return Prepared(program, post_convert=_quantize_with(recipe_fn))
+    return Prepared(program, post_convert=quantize)
 
 
 @SCHEMES.register("aeq-static", keep_float=True)
