@@ -16,7 +16,7 @@ from edge_export.errors import UsageError
 WEIGHTS = ("float32", "int8", "int4")
 ACTIVATIONS = ("float32", "int8-dynamic")
 _KEYS = {"name": str, "description": str, "quantization": dict, "gates": dict}
-_QUANT_KEYS = {"weights": str, "group_size": int, "activations": str}
+_QUANT_KEYS = {"weights": str, "group_size": int, "activations": str, "quantize_embeddings": bool}
 _GATE_KEYS = {"greedy_steps": int, "min_logits_cosine": float, "min_top1_agreement": float,
               "max_perplexity_ratio": float}
 
@@ -28,6 +28,9 @@ class LLMRecipe:
     weights: str = "float32"
     group_size: int = 0
     activations: str = "float32"
+    # also the input embedding table, at the recipe's weight bits (every Linear, the output
+    # layer included, is quantized by any quantized recipe; the embedding only with this)
+    quantize_embeddings: bool = False
     greedy_steps: int = 32
     min_logits_cosine: float | None = None
     min_top1_agreement: float | None = None
@@ -74,6 +77,8 @@ def parse_recipe(text: str, origin: str) -> LLMRecipe:
         raise UsageError(f"recipe {origin}: weights must be one of {', '.join(WEIGHTS)} and activations "
                          f"one of {', '.join(ACTIVATIONS)}")
     needed = ("min_top1_agreement", "max_perplexity_ratio") if recipe.quantized else ("min_logits_cosine",)
+    if recipe.quantize_embeddings and not recipe.quantized:
+        raise UsageError(f"recipe {origin}: quantize_embeddings needs quantized weights (int8 or int4)")
     if any(getattr(recipe, gate) is None for gate in needed):
         raise UsageError(f"recipe {origin}: needs gates {' and '.join(needed)}")
     return recipe
