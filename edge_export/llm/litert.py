@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_export.errors import UsageError
 from edge_export.exporter import package_version
 from edge_export.llm.backend import ExportSpec, LLMBackend
 from edge_export.llm.recipe import LLMRecipe
@@ -68,9 +69,12 @@ class LiteRTLLM(LLMBackend):
             _untie_embedding(model)  # a tied table stays one tensor, quantized for both of its ops
         bits, block = {"int8": 8, "int4": 4}[recipe.weights], recipe.group_size
         with torch.no_grad():
-            for module in model.modules():
+            for name, module in model.named_modules():
                 if isinstance(module, torch.nn.Linear) or (recipe.quantize_embeddings
                                                            and isinstance(module, torch.nn.Embedding)):
+                    if block and module.weight.shape[1] % block:
+                        raise UsageError(f"recipe {recipe.name}: {name} has {module.weight.shape[1]} inputs, "
+                                         f"not a multiple of the block size {block} LiteRT quantizes in")
                     module.weight.copy_(snap_to_grid(module.weight, bits, block))
         return model
 
