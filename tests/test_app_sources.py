@@ -30,6 +30,10 @@ SWIFT_SRC = REPO / "ios_demo/EdgeExportDemo"
 # Kotlin files that read manifest.json (directly or the preprocessing object) and index.json.
 KOTLIN_MANIFEST_READERS = ["ModelPackage.kt", "Preprocess.kt"]
 SWIFT_MANIFEST_READERS = ["ModelPackage.swift"]
+# LLM packages: the manifest (llm-manifest.schema.json) and the golden prompt files, whose keys
+# tests/test_llm_ios.py checks against a real package.
+SWIFT_LLM_MANIFEST_READERS = ["LLMPackage.swift"]
+SWIFT_LLM_GOLDEN_READERS = ["LLMSelfTest.swift"]
 INDEX_KEYS = {"index_version", "models", *INDEX_ENTRY_KEYS}
 # org.json accessors whose first argument is a key.
 JSON_ACCESSOR = re.compile(r"^(get|opt)([A-Z]\w*)?$|^(has|isNull)$")
@@ -66,12 +70,11 @@ def string_value(node) -> str | None:
 
 
 @cache
-def schema() -> dict:
-    return json.loads(resources.files("edge_export").joinpath(
-        "schemas/manifest.schema.json").read_text())
+def schema(name: str = "manifest.schema.json") -> dict:
+    return json.loads(resources.files("edge_export").joinpath(f"schemas/{name}").read_text())
 
 
-def schema_property_names() -> set[str]:
+def schema_property_names(name: str = "manifest.schema.json") -> set[str]:
     names: set[str] = set()
 
     def visit(node) -> None:
@@ -83,7 +86,7 @@ def schema_property_names() -> set[str]:
             for value in node:
                 visit(value)
 
-    visit(schema())
+    visit(schema(name))
     return names
 
 
@@ -180,7 +183,13 @@ def test_swift_manifest_keys_exist_in_the_schema() -> None:
     assert keys - schema_property_names() == set()
 
 
-# LLM packages: the manifest (llm-manifest.schema.json) and the golden prompt files
+def test_swift_llm_manifest_keys_exist_in_the_llm_schema() -> None:
+    keys = set().union(*(swift_json_keys(SWIFT_SRC / f) for f in SWIFT_LLM_MANIFEST_READERS))
+    assert {"kind", "artifact", "tokenizer", "generation", "golden", "eos_token_ids", "max_seq_len"} <= keys
+    assert keys - schema_property_names("llm-manifest.schema.json") == set()
+
+
+# android LLM packages: the manifest (llm-manifest.schema.json) and the golden prompt files
 # (golden/prompt_NNN.json: prompt text and ids, the artifact's greedy continuation, PyTorch's).
 KOTLIN_LLM_READERS = ["LlmPackage.kt", "LlmViewModel.kt"]
 LLM_GOLDEN_KEYS = {"prompt", "prompt_ids", "continuation_ids", "continuation_text", "pytorch_ids"}
@@ -189,27 +198,11 @@ RUNNER_STATS_KEYS = {"num_prompt_tokens", "num_generated_tokens", "inference_sta
                      "inference_end_ms"}
 
 
-def llm_schema_property_names() -> set[str]:
-    names: set[str] = set()
-
-    def visit(node) -> None:
-        if isinstance(node, dict):
-            names.update(node.get("properties", {}))
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(json.loads(resources.files("edge_export").joinpath("schemas/llm-manifest.schema.json").read_text()))
-    return names
-
-
 def test_kotlin_llm_keys_exist_in_the_llm_schema_or_golden_files() -> None:
     keys = set().union(*(kotlin_json_keys(KOTLIN_SRC / f) for f in KOTLIN_LLM_READERS))
     assert {"kind", "artifact", "tokenizer", "generation", "max_context", "eos_token_ids", "golden",
             "continuation_text", "prompt_ids"} <= keys
-    assert keys - llm_schema_property_names() - LLM_GOLDEN_KEYS - RUNNER_STATS_KEYS == set()
+    assert keys - schema_property_names("llm-manifest.schema.json") - LLM_GOLDEN_KEYS - RUNNER_STATS_KEYS == set()
 
 
 def test_no_other_app_file_reads_manifest_keys_directly() -> None:
@@ -219,7 +212,8 @@ def test_no_other_app_file_reads_manifest_keys_directly() -> None:
         if path.name not in readers:
             assert kotlin_json_keys(path) == set(), path.name
     for path in SWIFT_SRC.glob("*.swift"):
-        if path.name not in {*SWIFT_MANIFEST_READERS, "ModelIndex.swift"}:
+        if path.name not in {*SWIFT_MANIFEST_READERS, *SWIFT_LLM_MANIFEST_READERS, *SWIFT_LLM_GOLDEN_READERS,
+                             "ModelIndex.swift"}:
             assert swift_json_keys(path) == set(), path.name
 
 

@@ -888,6 +888,29 @@ def test_slice_update_ios18(conv: Converter, ct: Any) -> None:
     np.testing.assert_allclose(got, want)
 
 
+def test_slice_update_at_a_runtime_position(conv: Converter, ct: Any) -> None:
+    """The KV-cache write of a stateful LLM: begin/end computed from an int32 input, as
+    ``cache[:, :, start:start + n] = k`` converts; numpy slice assignment is the reference."""
+    from coremltools.converters.mil import Builder as mb
+
+    def build(cache: Any, update: Any, start: Any) -> Any:
+        zero = np.zeros(1, np.int32)
+        begin = mb.concat(values=[zero, zero, start, zero], axis=0)
+        end = mb.concat(values=[np.ones(1, np.int32), np.full(1, 2, np.int32), mb.add(x=start, y=np.int32(3)),
+                                np.full(1, 4, np.int32)], axis=0)
+        return mb.slice_update(x=cache, update=update, begin=begin, end=end)
+
+    specs = [mb.TensorSpec(shape=(1, 2, 8, 4)), mb.TensorSpec(shape=(1, 2, 3, 4)),
+             mb.TensorSpec(shape=(1,), dtype=ct.converters.mil.mil.types.int32)]
+    program = conv.mil(build, specs, target="iOS18")
+    cache, update = randn(1, 2, 8, 4).numpy(), randn(1, 2, 3, 4, seed=1).numpy()
+    for start in (0, 2, 5):
+        want = cache.copy()
+        want[:, :, start:start + 3] = update
+        (got,) = program.run(dict(zip(program.input_names, (cache, update, np.array([start], np.int32))))).values()
+        np.testing.assert_array_equal(got, want)
+
+
 def test_scaled_dot_product_attention_ios18(conv: Converter) -> None:
     q, k, v = randn(1, 2, 5, 8), randn(1, 2, 7, 8, seed=1), randn(1, 2, 7, 8, seed=2)
     bool_mask = torch.rand(5, 7, generator=torch.Generator().manual_seed(3)) > 0.3

@@ -51,13 +51,14 @@ class LiteRTLLM(LLMBackend):
     artifact_name = "model.tflite"
     format = "LiteRT .tflite (prefill_N and decode signatures, KV cache as tensors)"
     runtime_name = "litert"
+    embedding_quantization = True
 
     def refusal(self, recipe: LLMRecipe) -> str | None:
         if recipe.quantized and _aeq_key(recipe) not in AEQ_RECIPES:
             return (f"no ai-edge-quantizer recipe for {recipe.weights} weights in groups of {recipe.group_size} "
                     f"with {recipe.activations} activations (LiteRT LLMs offer int8 per-channel and int4 "
                     "block-32, both with dynamic int8 activations)")
-        return None
+        return super().refusal(recipe)
 
     def quantize(self, model: Any, recipe: LLMRecipe) -> Any:
         """Snap the weights AEQ will quantize to its integer grid, in PyTorch (see module doc)."""

@@ -1,7 +1,8 @@
 """How each recipe scheme is done for ExecuTorch/XNNPACK.
 
 int8 uses PT2E with the XNNPACKQuantizer (per-channel symmetric weights; static
-activations calibrated with XNNPACK's default histogram observer, or dynamic), and
+activations calibrated with XNNPACK's default histogram observer, or dynamic; conv ->
+ReLU6 annotated as one fused op, see quantizer.py), and
 8da4w uses torchao's quantize_ on the eager module. Weight-only int8/int4 are refused
 in the recipe files: XNNPACK lowers them but computes wrong outputs (measured).
 """
@@ -13,7 +14,15 @@ from typing import Any
 
 from edge_export.errors import UsageError
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import keep_float_filter, run_pt2e, torch_callable
+from edge_export.quantization import (
+    keep_float_filter,
+    keep_float_modules,
+    maybe_bias_corrected,
+    run_pt2e,
+    torch_callable,
+)
+
+from .quantizer import fused_clamp_quantizer
 
 SCHEMES = SchemeTable()
 
@@ -23,10 +32,9 @@ def float32(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(program)
 
 
-@SCHEMES.register("pt2e-xnnpack")
+@SCHEMES.register("pt2e-xnnpack", keep_float=True)
 def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
 
@@ -37,17 +45,19 @@ def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     config = get_symmetric_quantization_config(
         is_per_channel=recipe.param("granularity", "per-channel") == "per-channel",
         is_dynamic=dynamic)
-    quantizer = XNNPACKQuantizer().set_global(config)
+    quantizer = fused_clamp_quantizer().set_global(config)  # conv -> ReLU6 observed once
     keep = keep_float_filter(recipe.param("keep_float", []), program.module())
     if keep is not None:
         quantizer.set_filter_function(keep)
     # Dynamic quantization computes ranges at run time; one pass just traces observers.
     samples = ctx.calibration if not dynamic else [ctx.example_inputs]
+    if not dynamic:  # XNNPACK's int8 weights are symmetric in [-127, 127]
+        program = maybe_bias_corrected(program, recipe, samples, (-127, 127), keep)
     quantized = run_pt2e(program, quantizer, samples)
     return Prepared(quantized, reference=torch_callable(quantized))
 
 
-@SCHEMES.register("torchao-8da4w")
+@SCHEMES.register("torchao-8da4w", keep_float=True)
 def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     """int8 dynamic activations + int4 grouped weights on Linear layers (torchao)."""
     import torch
@@ -61,7 +71,13 @@ def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     if not any(m.in_features % group == 0 for m in linears):
         raise UsageError(f"recipe {recipe.name}: no Linear layer has in_features divisible by "
                          f"the group size {group}", hint="use int8-dynamic for this model")
+    keep = keep_float_modules(recipe.param("keep_float", []), program.module())
+
+    def chosen(m: Any, fqn: str) -> bool:
+        kept = any(fqn == k or fqn.startswith(k + ".") for k in keep)
+        return isinstance(m, torch.nn.Linear) and m.in_features % group == 0 and not kept
+
     quantize_(module, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
                                                            weight_granularity=PerGroup(group)),
-              filter_fn=lambda m, _fqn: isinstance(m, torch.nn.Linear) and m.in_features % group == 0)
+              filter_fn=chosen)
     return Prepared(module, reference=torch_callable(module))
