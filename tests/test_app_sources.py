@@ -189,9 +189,25 @@ def test_swift_llm_manifest_keys_exist_in_the_llm_schema() -> None:
     assert keys - schema_property_names("llm-manifest.schema.json") == set()
 
 
+# android LLM packages: the manifest (llm-manifest.schema.json) and the golden prompt files
+# (golden/prompt_NNN.json: prompt text and ids, the artifact's greedy continuation, PyTorch's).
+KOTLIN_LLM_READERS = ["LlmPackage.kt", "LlmViewModel.kt"]
+LLM_GOLDEN_KEYS = {"prompt", "prompt_ids", "continuation_ids", "continuation_text", "pytorch_ids"}
+# What ExecuTorch's LLM runner reports in LlmCallback.onStats (its Stats JSON), not a package file.
+RUNNER_STATS_KEYS = {"num_prompt_tokens", "num_generated_tokens", "inference_start_ms", "prompt_eval_end_ms",
+                     "inference_end_ms"}
+
+
+def test_kotlin_llm_keys_exist_in_the_llm_schema_or_golden_files() -> None:
+    keys = set().union(*(kotlin_json_keys(KOTLIN_SRC / f) for f in KOTLIN_LLM_READERS))
+    assert {"kind", "artifact", "tokenizer", "generation", "max_context", "eos_token_ids", "golden",
+            "continuation_text", "prompt_ids"} <= keys
+    assert keys - schema_property_names("llm-manifest.schema.json") - LLM_GOLDEN_KEYS - RUNNER_STATS_KEYS == set()
+
+
 def test_no_other_app_file_reads_manifest_keys_directly() -> None:
     """Manifest parsing stays in the files checked above (index parsing in ModelIndex)."""
-    readers = {*KOTLIN_MANIFEST_READERS, "ModelIndex.kt"}
+    readers = {*KOTLIN_MANIFEST_READERS, *KOTLIN_LLM_READERS, "ModelIndex.kt"}
     for path in KOTLIN_SRC.glob("*.kt"):
         if path.name not in readers:
             assert kotlin_json_keys(path) == set(), path.name

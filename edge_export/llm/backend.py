@@ -52,11 +52,14 @@ class LLMBackend(abc.ABC):
     format: str
     runtime_name: str
     compute_precisions: tuple[str, ...] = ("float32",)  # what a recipe's ``compute`` may ask for
+    embedding_quantization: bool = False  # whether the backend honours ``quantize_embeddings``
 
     def refusal(self, recipe: LLMRecipe) -> str | None:
         """Why this target cannot build ``recipe``, or None when it can."""
         if recipe.compute not in self.compute_precisions:
             return f"{self.target} computes in {' or '.join(self.compute_precisions)} only"
+        if recipe.quantize_embeddings and not self.embedding_quantization:
+            return f"{self.target} does not quantize the embedding table separately (quantize_embeddings)"
         return None
 
     def quantize(self, model: Any, recipe: LLMRecipe) -> Any:

@@ -30,6 +30,7 @@ class ExecuTorchLLM(LLMBackend):
     artifact_name = "model.pte"
     format = "ExecuTorch .pte (XNNPACK delegate, static KV cache)"
     runtime_name = "executorch"
+    embedding_quantization = True  # torchao weight-only Embedding, fused to embedding_4bit/byte
 
     def export(self, model: Any, spec: ExportSpec, recipe: LLMRecipe, dest: Path) -> None:
         import torch

@@ -1,5 +1,7 @@
 """PyTorch-side LLM quantization with torchao, shared by the backends that lower
-torchao-quantized graphs (XNNPACK): 8da4w and 8da8w on every eligible Linear."""
+torchao-quantized graphs (XNNPACK): 8da4w and 8da8w on every eligible Linear, and with
+``quantize_embeddings`` weight-only int4/int8 on the embedding table, which ExecuTorch's
+quant fusion turns into ``quantized_decomposed::embedding_4bit`` / ``embedding_byte``."""
 
 from __future__ import annotations
 
@@ -32,4 +34,10 @@ def torchao_quantize(model: Any, recipe: LLMRecipe) -> Any:
     quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=weight_dtype,
                                                            weight_granularity=granularity),
               filter_fn=eligible)
+    if recipe.quantize_embeddings:
+        from torchao.quantization import IntxWeightOnlyConfig
+
+        # a tied table was just replaced in the output layer only, so this is the embedding's own
+        quantize_(model, IntxWeightOnlyConfig(weight_dtype=weight_dtype, granularity=granularity),
+                  filter_fn=lambda module, _fqn: isinstance(module, torch.nn.Embedding))
     return model

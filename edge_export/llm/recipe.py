@@ -20,7 +20,7 @@ WEIGHTS = ("float32", "int8", "int4")
 ACTIVATIONS = ("float32", "int8-dynamic")
 COMPUTE = ("float32", "float16")
 _KEYS = {"name": str, "description": str, "quantization": dict, "gates": dict, "targets": dict}
-_QUANT_KEYS = {"weights": str, "group_size": int, "activations": str, "compute": str}
+_QUANT_KEYS = {"weights": str, "group_size": int, "activations": str, "compute": str, "quantize_embeddings": bool}
 _TARGET_KEYS = {**_QUANT_KEYS, "description": str}  # what [targets.<target>] may override
 _GATE_KEYS = {"greedy_steps": int, "min_logits_cosine": float, "min_top1_agreement": float,
               "max_perplexity_ratio": float}
@@ -38,6 +38,9 @@ class LLMRecipe:
     min_top1_agreement: float | None = None
     max_perplexity_ratio: float | None = None
     compute: str = "float32"  # arithmetic precision, where the target offers a choice (Core ML)
+    # also the input embedding table, at the recipe's weight bits (every Linear, the output
+    # layer included, is quantized by any quantized recipe; the embedding only with this)
+    quantize_embeddings: bool = False
     targets: dict[str, dict] = field(default_factory=dict)  # per-target quantization overrides
 
     def for_target(self, target: str) -> LLMRecipe:
@@ -99,6 +102,8 @@ def parse_recipe(text: str, origin: str) -> LLMRecipe:
             raise UsageError(f"recipe {origin}: weights must be one of {', '.join(WEIGHTS)}, activations "
                              f"one of {', '.join(ACTIVATIONS)} and compute one of {', '.join(COMPUTE)}")
     needed = ("min_logits_cosine",) if recipe.exact else ("min_top1_agreement", "max_perplexity_ratio")
+    if any(v.quantize_embeddings and not v.quantized for v in (recipe, *(recipe.for_target(t) for t in targets))):
+        raise UsageError(f"recipe {origin}: quantize_embeddings needs quantized weights (int8 or int4)")
     if any(getattr(recipe, gate) is None for gate in needed):
         raise UsageError(f"recipe {origin}: needs gates {' and '.join(needed)}")
     return recipe
