@@ -49,10 +49,10 @@ APPS: dict[str, AppLayout] = {
 
 
 @cache
-def _validator() -> Any:
+def _validator(schema: str) -> Any:
     import jsonschema
 
-    text = resources.files("edge_export").joinpath("schemas/manifest.schema.json").read_text()
+    text = resources.files("edge_export").joinpath(schema).read_text()
     return jsonschema.Draft202012Validator(json.loads(text))
 
 
@@ -90,8 +90,9 @@ def check_integrity(package_dir: Path) -> dict:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageError(f"{manifest_path}: not valid JSON ({exc})") from None
-    error = next(iter(sorted(_validator().iter_errors(manifest), key=lambda e: list(e.path))),
-                 None)
+    is_llm = isinstance(manifest, dict) and manifest.get("kind") == "llm"
+    validator = _validator("schemas/llm-manifest.schema.json" if is_llm else "schemas/manifest.schema.json")
+    error = next(iter(sorted(validator.iter_errors(manifest), key=lambda e: list(e.path))), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise PackageError(f"{manifest_path}: schema violation at {where}: {error.message}")
@@ -121,6 +122,9 @@ def check_integrity(package_dir: Path) -> dict:
 
 def referenced_files(manifest: dict) -> list[str]:
     """Relative paths the apps open besides the manifest and the artifact."""
+    if manifest.get("kind") == "llm":  # golden prompts, tokenizer, generation config
+        return [g["path"] for g in manifest["golden"]] + [manifest["tokenizer"]["path"],
+                                                          manifest["generation"]["path"]]
     refs = [p for sample in manifest["golden"]["samples"]
             for group in ("inputs", "outputs") for p in sample[group].values()]
     if manifest.get("labels"):

@@ -111,6 +111,13 @@ def verify(package: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> Verified:
     the golden re-run was skipped and what to install."""
     with opened(package, max_bytes) as folder:
         manifest = check_integrity(folder)
+        if manifest.get("kind") == "llm":
+            from edge_export.llm.generate import regenerate_goldens
+
+            result = regenerate_goldens(folder, manifest)
+            if result.status == "failed":
+                raise GateFailed(f"{package}: {result.reason}")
+            return Verified(Path(package), manifest, result)
         thresholds = Thresholds(**manifest["parity"]["thresholds"])
         try:
             golden = run_golden(folder, manifest)

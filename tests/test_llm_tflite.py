@@ -132,6 +132,33 @@ def test_reference_weights_are_the_artifacts(tiny_lm: Path) -> None:
 
 
 @pytest.mark.slow
+def test_verify_regenerates_the_golden_prompts(tiny_lm: Path, tmp_path: Path) -> None:
+    """``edge-export verify`` takes LLM packages: LLM schema, hashes, and every golden prompt decoded
+    again token for token; a recorded continuation the artifact does not produce fails (exit 1),
+    even with its hash made consistent."""
+    import json
+    import shutil
+
+    from edge_export.hashing import file_sha256
+
+    proc = run_cli("verify", str(tiny_lm / "tflite-4bit"), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 golden prompts re-generated token for token on litert" in proc.stdout
+    forged = shutil.copytree(tiny_lm / "tflite-fp32", tmp_path / "forged")
+    golden = json.loads((forged / "golden/prompt_001.json").read_text())
+    golden["continuation_ids"][5] = (golden["continuation_ids"][5] + 1) % 1024
+    (forged / "golden/prompt_001.json").write_text(json.dumps(golden))
+    manifest = json.loads((forged / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "golden/prompt_001.json":
+            path = forged / entry["path"]
+            entry.update(sha256=file_sha256(path), bytes=path.stat().st_size)
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_cli("verify", str(forged), cwd=ROOT)
+    assert proc.returncode == 1
+    assert "golden prompt 1: the artifact's greedy continuation differs from the recorded one at step 5" in proc.stderr
+
+
 def test_generate_on_the_tflite_package(tiny_lm: Path) -> None:
     from tokenizers import Tokenizer
 

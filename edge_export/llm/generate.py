@@ -58,3 +58,30 @@ def generate(pkg: Path, prompt: str, max_new_tokens: int, out: TextIO = sys.stdo
               f"decode {stats['new_tokens'] - 1} tokens at {stats['decode_tok_s']:.1f} tok/s "
               f"({manifest['runtime']['runtime']})\n")
     return {"ids": tokens, **stats}
+
+
+def regenerate_goldens(pkg: Path, manifest: dict[str, Any]) -> Any:
+    """``edge-export verify`` of an LLM package: every golden prompt greedily decoded again on
+    the host runtime must give exactly the continuation the package recorded (what its app's
+    self-test checks). The backend's toolchain missing means not-run, as for model packages."""
+    import json
+
+    from edge_export.exporter import RuntimeUnavailable
+    from edge_export.llm.evaluation import greedy
+    from edge_export.parity import ParityResult
+
+    runtime = manifest["runtime"]["runtime"]
+    try:
+        session = get_backend(manifest["target"]).open_session(pkg / manifest["artifact"]["path"])
+    except (RuntimeUnavailable, ImportError) as exc:
+        return ParityResult("not-run", runtime, reason=f"golden re-run skipped: {exc}")
+    for i, entry in enumerate(manifest["golden"]):
+        golden = json.loads((pkg / entry["path"]).read_text())
+        expected = list(golden["continuation_ids"])
+        tokens, _ = greedy(session, np.array(golden["prompt_ids"], dtype=np.int64), len(expected))
+        if tokens != expected:
+            step = next((s for s, (a, b) in enumerate(zip(tokens, expected)) if a != b), len(tokens))
+            return ParityResult("failed", runtime, reason=f"golden prompt {i}: the artifact's greedy "
+                                f"continuation differs from the recorded one at step {step}")
+    return ParityResult("passed", runtime, reason=f"{len(manifest['golden'])} golden prompts re-generated "
+                        "token for token")
