@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-extended test-fast lint bench bench-quant zoo release demo-apps clean
+.PHONY: setup demo test test-extended test-fast lint bench bench-quant zoo zoo-latency release demo-apps clean
 
 # The environment: torch is pinned to exactly 2.13.0 (the CPU wheel on the machines'
 # disk); constraints.txt pins every other package to the set the suite was run with.
@@ -54,6 +54,12 @@ bench-quant: setup
 # writes docs/coverage.json and docs/COVERAGE.md. MODELS=a,b runs a subset.
 zoo: setup
 	$(BIN)/python zoo/run.py $(if $(MODELS),--models $(MODELS))
+
+# Host latency per model and target (fp32) beside PyTorch eager, on a representative subset
+# of the zoo (the whole zoo is ~45 min of CPU): writes docs/LATENCY.md and docs/latency.json.
+LATENCY_MODELS ?= small_cnn,efficientnet_lite0,all_minilm_l6_v2,bert,vit,gpt2
+zoo-latency: setup
+	$(BIN)/python zoo/run.py --latency --models $(if $(MODELS),$(MODELS),$(LATENCY_MODELS))
 
 lint: setup
 	$(BIN)/ruff check .

@@ -29,7 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"dwnet": "examples/dwnet.py:build", "digits": "examples/digits.py:build",
-          "efficientnet-lite0": "examples/efficientnet_lite0.py:build"}
+          "efficientnet-lite0": "examples/efficientnet_lite0.py:build", "minilm": "bench/minilm.py:build"}
 DIGITS_DATA = {"--calibration-data": "examples/data/digits_calib.npz",
                "--validation-data": "examples/data/digits_val.npz",
                "--eval-data": "examples/data/digits_eval.npz"}
@@ -175,6 +175,92 @@ def measure(package: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+# all-MiniLM-L6-v2 (real weights, bench/minilm.py): the weight/dynamic recipes each target
+# offers, with the issue-12 goals on the embedding's cosine; "-auto" rows are copies with
+# keep_float = "auto" and the goal as their cosine gate (only where the scheme honours it).
+MINILM_SENTENCES = {"calibration": 64, "parity": 32}
+MINILM_RECIPES = {"android": ["int8-dynamic", "8da4w"], "ios": ["int8-weight", "int4-weight"],
+                  "tflite": ["int8-dynamic", "int8-weight", "int4-weight", "8da4w"]}
+MINILM_AUTO = {"android": ["int8-dynamic", "8da4w"], "tflite": ["int4-weight", "8da4w"]}
+MINILM_GOAL = {8: 0.995, 4: 0.98}  # cosine of the embedding vs float, by weight bits
+
+
+def minilm_auto_recipe(target: str, name: str, folder: Path) -> tuple[Path, float]:
+    """A copy of ``name`` with keep_float = "auto" and the goal as its cosine gate."""
+    text = (ROOT / "recipes" / target / f"{name}.toml").read_text()
+    goal = MINILM_GOAL[tomllib.loads(text)["quantize"]["bits"]]
+    text = re.sub(r'^name = ".*"$', f'name = "{name}-auto"', text, count=1, flags=re.M)
+    text = set_key(set_key(text, "quantize", "keep_float", "auto"), "parity", "cosine", goal)
+    path = folder / f"minilm-{target}-{name}-auto.toml"
+    path.write_text(text)
+    return path, goal
+
+
+def run_minilm(model: str, target: str, workdir: Path, with_variants: bool = True) -> list[dict[str, Any]]:
+    """MiniLM on real sentences: fp32, the shipped weight/dynamic recipes and (with variants)
+    their keep_float-auto copies."""
+    calibration, validation = workdir / "minilm_calib.npz", workdir / "minilm_val.npz"
+    if not validation.exists():
+        sys.path.insert(0, str(ROOT / "bench"))
+        from minilm import write_npz
+
+        write_npz(str(calibration), "calibration", MINILM_SENTENCES["calibration"])
+        write_npz(str(validation), "parity", MINILM_SENTENCES["parity"])
+    autos = {f"{n}-auto": minilm_auto_recipe(target, n, workdir)
+             for n in (MINILM_AUTO.get(target, []) if with_variants else [])}
+    recipes = ["fp32", *MINILM_RECIPES[target], *(str(p) for p, _ in autos.values())]
+    cmd = [sys.executable, "-m", "edge_export", "--model", MODELS[model], "--target", target,
+           *[a for r in recipes for a in ("--recipe", r)], "--calibration-data", str(calibration),
+           "--validation-data", str(validation), "--parity-samples", str(MINILM_SENTENCES["parity"]),
+           "--out", str(workdir / f"out-{model}-{target}"), "--no-cache", "--json", "--jobs", "1"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = round(time.perf_counter() - start, 1)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        report = {"packages": [], "error": {"code": proc.returncode, "message": proc.stderr.strip()[-500:]}}
+    by_recipe = {p["recipe"]: p for p in report.get("packages", [])}
+    rows = []
+    for recipe in ["fp32", *MINILM_RECIPES[target], *autos]:
+        auto = recipe in autos
+        text = (autos[recipe][0] if auto else ROOT / "recipes" / target / f"{recipe}.toml").read_text()
+        bits = tomllib.loads(text).get("quantize", {}).get("bits")
+        row = {"model": model, "target": target, "recipe": recipe, "gates": "goal" if auto else "shipped",
+               "changes": {"keep_float": "auto", "parity.cosine": autos[recipe][1]} if auto else {},
+               "run_wall_s": wall, "goal_cosine": MINILM_GOAL.get(bits),
+               "calibration_samples": MINILM_SENTENCES["calibration"],
+               "parity_sentences": MINILM_SENTENCES["parity"]}
+        package = by_recipe.get(recipe)
+        if package is None:
+            row.update(status="error", error=report.get("error", {}).get("message", "no result"))
+        else:
+            row.update(measure(package))
+            row["kept_float"] = kept_float(package)
+        if row.get("cosine") is not None and row["goal_cosine"] is not None:
+            row["goal_met"] = row["cosine"] >= row["goal_cosine"]
+        rows.append(row)
+    fp32_bytes = rows[0].get("bytes")
+    for row in rows:
+        if row.get("bytes") and fp32_bytes:
+            row["bytes_ratio_to_fp32"] = round(row["bytes"] / fp32_bytes, 3)
+    return rows
+
+
+def kept_float(package: dict[str, Any]) -> list[str] | None:
+    """The layers keep_float = "auto" chose (parity.json), None when auto was off."""
+    path = Path(package.get("path") or "") / "parity.json"
+    if not package.get("path") or not path.exists():
+        return None
+    layers = json.loads(path.read_text())["parity"].get("layers") or {}
+    return (layers.get("keep_float") or {}).get("chosen")
+
+
+RUNNERS = {"minilm": run_minilm}
+NOTES = {"all-MiniLM-L6-v2: conclusions": "minilm_notes",
+         'keep_float = "auto" and per-layer sensitivity': "keep_float_auto_notes"}
+
+
 def machine() -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -206,7 +292,7 @@ def markdown(result: dict[str, Any]) -> str:
              "| model | target | recipe | change | status | shipped gates? | SNR dB | cosine | top-1 agr. "
              "| float acc % | artifact acc % | drop (pts) | bytes | × fp32 | host ms | calib. |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
+    for r in [r for r in result["rows"] if r["model"] not in RUNNERS]:
         change = ", ".join(f"{k} = {json.dumps(v)}" for k, v in r["changes"].items()) or "–"
         gate = {True: "yes", False: "**no**", None: "–"}[r.get("passes_shipped_gates")]
         status = r["status"] if not r.get("error") else f"{r['status']}: {r['error'][:80]}"
@@ -216,10 +302,39 @@ def markdown(result: dict[str, Any]) -> str:
                      f"| {fmt(r.get('artifact_accuracy'), '.2f')} | {fmt(r.get('drop'), '.2f')} "
                      f"| {fmt(r.get('bytes'), ',')} | {fmt(r.get('bytes_ratio_to_fp32'), '.3f')} "
                      f"| {fmt(r.get('latency_ms'), '.2f')} | {fmt(r.get('calibration_samples'))} |")
+    lines += minilm_markdown([r for r in result["rows"] if r["model"] == "minilm"])
+    for title, key in NOTES.items():  # hand-written from a run's numbers, kept across runs
+        if result.get(key):
+            lines += ["", f"## {title}", "", result[key]]
     dated = result.get("conclusions_from_run", m["date_utc"])
     lines += ["", f"## Conclusions (written from the numbers of the {dated} run)", "",
               result.get("conclusions") or "(not written yet)", ""]
     return "\n".join(lines)
+
+
+def minilm_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    out = ["", "## all-MiniLM-L6-v2 (real weights), sentence embedding on real English", "",
+           f"Calibration: {MINILM_SENTENCES['calibration']} sentences, parity: "
+           f"{MINILM_SENTENCES['parity']} *other* sentences (+ the example) from CPython's "
+           "`pydoc_data.topics` (even / odd topics; bench/minilm.py), 32 tokens, the output is the "
+           "mean-pooled L2-normalised embedding. Goal (issue 12): cosine >= 0.995 for 8-bit recipes, "
+           ">= 0.98 for 4-bit. `-auto` rows: the shipped recipe with `keep_float = \"auto\"` and the goal "
+           "as its cosine gate.", "",
+           "| target | recipe | change | status | goal cosine | met? | cosine | SNR dB | bytes | × fp32 "
+           "| host ms | kept float |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        change = ", ".join(f"{k} = {json.dumps(v)}" for k, v in r["changes"].items()) or "–"
+        met = {True: "yes", False: "**no**", None: "–"}[r.get("goal_met")]
+        status = r["status"] if not r.get("error") else f"{r['status']}: {r['error'][:90]}"
+        kept = r.get("kept_float")
+        kept_s = "–" if kept is None else (f"{len(kept)}: " + ", ".join(kept[:4]) + (" …" if len(kept) > 4 else "")
+                                           if kept else "none")
+        out.append(f"| {r['target']} | {r['recipe']} | {change} | {status} | {fmt(r.get('goal_cosine'))} | {met} "
+                   f"| {fmt(r.get('cosine'), '.5f')} | {fmt(r.get('snr_db'), '.1f')} | {fmt(r.get('bytes'), ',')} "
+                   f"| {fmt(r.get('bytes_ratio_to_fp32'), '.3f')} | {fmt(r.get('latency_ms'), '.2f')} | {kept_s} |")
+    return out
 
 
 def main() -> None:
@@ -240,8 +355,9 @@ def main() -> None:
         for model in args.models.split(","):
             for target in args.targets.split(","):
                 print(f"{model} / {target} ...", file=sys.stderr, flush=True)
+                runner = RUNNERS.get(model, run_target)
                 rows = [{**r, "run_date": result["machine"]["date_utc"]}
-                        for r in run_target(model, target, Path(tmp), not args.no_variants)]
+                        for r in runner(model, target, Path(tmp), not args.no_variants)]
                 result["rows"] += rows
                 for r in rows:
                     print(f"  {r['recipe']}: {r['status']} snr={r.get('snr_db')} drop={r.get('drop')} "
@@ -253,6 +369,7 @@ def main() -> None:
     if previous.exists():  # conclusions are written by a person from a run's numbers; keep them, dated
         old = json.loads(previous.read_text())
         result["conclusions"] = old.get("conclusions", "")
+        result.update({key: old[key] for key in NOTES.values() if key in old})
         result["conclusions_from_run"] = old.get("conclusions_from_run", old["machine"]["date_utc"])
         # A partial run (--models/--targets) replaces only its own cells; the others stay, dated.
         ran = {(r["model"], r["target"]) for r in result["rows"]}

@@ -76,6 +76,7 @@ def job_key(job: Any, exporter: Any, inputs_sha256: dict[str, str]) -> str:
         "target": job.target,
         "recipe": job.recipe.to_json(),
         "gates": {"max_accuracy_drop": job.max_accuracy_drop, "inputs": job.parity_inputs_from},
+        "latency": {"threads": job.threads},
         "tools": {**exporter.tool_versions(), "runtime": exporter.runtime_requirements(job.recipe),
                   "edge-export": __version__, "edge-export-source": source_sha256(),
                   "python": sys.version.split()[0], "platform": sys.platform},

@@ -41,6 +41,7 @@ LAZY_COMMANDS = {
     "coreml-ops": "edge_export.bundle_cmd:coreml_ops_cmd",
     "generate": "edge_export.llm.commands:generate_cmd",
     "inspect": "edge_export.inspect_cmd:inspect_cmd",
+    "latency": "edge_export.latency_cmd:latency_cmd",
     "llm": "edge_export.llm.commands:llm_cmd",
     "release": "edge_export.release_cmd:release_cmd",
     "verify": "edge_export.release_cmd:verify_cmd",
@@ -137,6 +138,9 @@ def cli() -> None:
               help="Package version.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=1x3x224x224[:dtype]",
               help="Example input, when the model source provides none (repeatable).")
+@click.option("--dynamic", "dynamic", multiple=True, metavar="NAME:DIM=MIN..MAX",
+              help="A dimension of input NAME that takes any size in MIN..MAX, e.g. "
+                   "input_ids:1=1..512 (repeatable; parity runs at MIN, the middle and MAX too).")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled .pt module (runs its code).")
 @click.option("--validation-data", type=click.Path(path_type=Path), metavar="FILE.npz",
               help="Real inputs for parity (default: seeded random inputs).")
@@ -146,12 +150,20 @@ def cli() -> None:
               help="Calibration samples: .npz, .pt, or a folder of images.")
 @click.option("--calibration-samples", type=click.IntRange(1, 100_000),
               help="Use the first N calibration samples (default: the recipe's).")
+@click.option("--keep-float", type=click.Choice(["auto"]), default=None,
+              help="Layers kept float, overriding the recipes' keep_float: auto keeps the fewest "
+                   "most-sensitive layers that meet each recipe's parity gate (recipes whose "
+                   "scheme honours keep_float: int8-static, android int8-dynamic/8da4w, tflite "
+                   "weight/dynamic recipes).")
 @click.option("--eval-data", type=click.Path(path_type=Path), metavar="FILE.npz",
               help="Inputs plus 'labels': report accuracy of float vs each artifact.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), metavar="POINTS",
               help="Accuracy gate (default: the recipe's, 1.0 for 8-bit, 3.0 for 4-bit).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=os.cpu_count() or 1,
               show_default="number of cores", help="Targets built in parallel worker processes.")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Threads every runtime (ExecuTorch/XNNPACK, LiteRT, the MIL reference's "
+                   "BLAS, torch) may use while latency is measured; recorded with it.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
               help="Reuse artifacts and parity results of identical earlier builds from DIR "
                    "[default: the user cache dir, e.g. ~/.cache/edge-export].")
@@ -165,15 +177,16 @@ def cli() -> None:
                    "name/version is otherwise immutable).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], out: Path,
-               name: str | None, pkg_version: str, inputs: tuple[str, ...], trust_pickle: bool,
-               validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
-               calibration_samples: int | None, eval_data: Path | None,
-               max_accuracy_drop: float | None, jobs: int, cache_dir: Path | None, no_cache: bool,
+               name: str | None, pkg_version: str, inputs: tuple[str, ...], dynamic: tuple[str, ...],
+               trust_pickle: bool, validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
+               calibration_samples: int | None, keep_float: str | None, eval_data: Path | None,
+               max_accuracy_drop: float | None, jobs: int, threads: int, cache_dir: Path | None, no_cache: bool,
                report_path: Path | None, as_json: bool, force: bool, debug: bool) -> None:
     """Export MODEL to each --target with each --recipe, verify, and package."""
-    from edge_export.tensors import parse_input_spec
+    from edge_export.tensors import parse_dynamic_spec, parse_input_spec
 
     specs = tuple(parse_input_spec(s) for s in inputs)
+    declared = tuple(parse_dynamic_spec(s) for s in dynamic)
     _check_package_id(name, pkg_version)
     with _stdout_for_json(as_json) as emit:
         from edge_export.cache import default_dir as default_cache_dir
@@ -182,10 +195,11 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
         resolve_recipes(resolve_targets(targets), recipes)  # usage errors before heavy imports
         opts = ExportOptions(
             model=model, targets=targets, recipes=recipes, out=out, name=name,
-            version=pkg_version, inputs=specs, trust_pickle=trust_pickle,
+            version=pkg_version, inputs=specs, dynamic=declared, trust_pickle=trust_pickle,
             validation_data=validation_data, parity_samples=parity_samples,
             calibration_data=calibration_data, calibration_samples=calibration_samples,
             eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug,
+            threads=threads, keep_float=keep_float,
             force=force, cache_dir=None if no_cache else cache_dir or default_cache_dir())
         report = run_export(opts)
         if report_path is not None:
@@ -194,6 +208,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
             write_report(list(report.published.values()), report_path)
         from edge_export.summary import print_summary, report_json, run_error
 
+        _warn_busy(report)
         if as_json:
             emit(report_json(report))
         else:
@@ -202,6 +217,15 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
         if error:
             click.echo(f"error: {error['message']}", err=True)
     raise SystemExit(report.exit_code)
+
+
+def _warn_busy(report: Any) -> None:
+    """One loud line when a latency figure of this run was measured on a busy machine."""
+    from edge_export.latency import busy_warning
+
+    busy = [r.latency for r in report.results if r.latency and r.latency.get("busy")]
+    if busy and (message := busy_warning(max(busy, key=lambda m: m["load_avg_1m"]))):
+        click.echo(message, err=True)
 
 
 def _check_package_id(name: str | None, version: str) -> None:

@@ -40,10 +40,32 @@ class Compression:
                 "layout": self.layout}
 
 
-def prepare_compressed(module: torch.nn.Module) -> Compression:
-    """Put the module in inference mode and fold or refuse what the user's compression left."""
+# torchao ``quantize_`` schemes edge-export carries, and per scheme the recipes that compute the
+# same thing, in order of preference: each target ships the first one it supports. A target
+# with none (XNNPACK has no weight-only int8 kernels; Core ML has no dynamic activations)
+# refuses in one line.
+TORCHAO_EQUIVALENTS: dict[str, tuple[str, ...]] = {
+    "int8-weight": ("int8-weight",),
+    "int8-dynamic": ("int8-dynamic",),
+    "8da4w": ("8da4w", "int4-weight"),  # ios: int4 weights, float activations
+    "int4-weight": ("int4-weight",),
+}
+TORCHAO_PREFIX = "torchao:"
+
+
+def prepare_compressed(module: torch.nn.Module) -> tuple[torch.nn.Module, Compression, torch.nn.Module | None]:
+    """Put the module in inference mode and fold or refuse what the user's compression left.
+
+    Returns the module to export, what was found, and, when the exported module computes
+    differently from the user's (torchao weights dequantized for the target's own scheme),
+    the user's module: parity references come from it."""
     found = Compression()
-    _refuse_tensor_subclasses(module)
+    reference = None
+    scheme = torchao_scheme(module)
+    if scheme is not None:
+        reference = module.eval()
+        module = dequantized_copy(module)
+        found.quantization = TORCHAO_PREFIX + scheme
     if is_pt2e_quantized(module):
         from torchao.quantization.pt2e import move_exported_model_to_eval
 
@@ -56,7 +78,7 @@ def prepare_compressed(module: torch.nn.Module) -> Compression:
         module.float()  # every runtime takes float32 I/O; fp16 recipes re-apply 16-bit weights
         found.source_dtype = "float16"
     found.sparsity = weight_sparsity(module)
-    return found
+    return module, found, reference
 
 
 def is_pt2e_quantized(module: torch.nn.Module) -> bool:
@@ -90,17 +112,46 @@ def weight_sparsity(module: torch.nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-def _refuse_tensor_subclasses(module: torch.nn.Module) -> None:
-    """torchao ``quantize_`` swaps weights for tensor subclasses that the exporters cannot
-    trace; each target has its own scheme for what they encode."""
-    kinds = sorted({type(p).__name__ for p in module.parameters() if type(p) not in PLAIN_TENSORS}
-                   | {type(p.data).__name__ for p in module.parameters()
-                      if type(p) is torch.nn.Parameter and type(p.data) not in PLAIN_TENSORS})
-    if kinds:
+def _subclass_weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p for p in module.parameters()
+            if type(p) not in PLAIN_TENSORS or type(p.data) not in PLAIN_TENSORS]
+
+
+def torchao_scheme(module: torch.nn.Module) -> str | None:
+    """Which ``quantize_`` scheme the weights carry (a TORCHAO_EQUIVALENTS key), None for plain
+    weights. torchao swaps weights for tensor subclasses that no exporter can trace; their
+    attributes say what they compute. An unknown subclass is refused in one line."""
+    weights = _subclass_weights(module)
+    if not weights:
+        return None
+    schemes = {_weight_scheme(w) for w in weights}
+    if None in schemes or len(schemes) > 1:
+        kinds = sorted({type(w).__name__ for w in weights})
         raise UsageError(
-            f"the model's weights are torchao-quantized tensor subclasses ({', '.join(kinds)}), "
-            "which no target's exporter can lower as they are",
-            hint="export the float model with the matching recipe instead: int8 weight-only → "
-            "--recipe int8-weight (ios, tflite); int8 dynamic activations + int4 weights → "
-            "--recipe 8da4w (android, tflite) or int4-weight (ios); int8 dynamic → "
-            "--recipe int8-dynamic (android, tflite)")
+            f"the model's weights are tensor subclasses edge-export does not carry ({', '.join(kinds)})",
+            hint="export the float model with a recipe instead (edge-export recipes); carried: torchao "
+            "Int8WeightOnly, Int8DynamicActivationInt8Weight, Int8DynamicActivationIntxWeight(int4), "
+            "IntxWeightOnly(int4)")
+    return schemes.pop()
+
+
+def _weight_scheme(weight: torch.Tensor) -> str | None:
+    kind = type(weight).__name__
+    if kind == "Int8Tensor":
+        return "int8-weight" if getattr(weight, "act_quant_kwargs", None) is None else "int8-dynamic"
+    if kind == "IntxUnpackedToInt8Tensor" and getattr(weight, "target_dtype", None) == torch.int4:
+        return "int4-weight" if getattr(weight, "activation_quantization", None) is None else "8da4w"
+    return None
+
+
+def dequantized_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A float copy whose weights are the user's quantized weights dequantized: every value
+    sits on the quantization grid, so the target's own scheme of the same kind finds it again."""
+    import copy
+
+    float_module = copy.deepcopy(module)
+    for sub in float_module.modules():
+        for name, param in list(sub.named_parameters(recurse=False)):
+            if type(param) not in PLAIN_TENSORS or type(param.data) not in PLAIN_TENSORS:
+                setattr(sub, name, torch.nn.Parameter(param.dequantize().detach().clone(), requires_grad=False))
+    return float_module.eval()

@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge_export.errors import UsageError
 
+if TYPE_CHECKING:  # numpy is not imported at start: a warm re-run never needs it
+    import numpy as np
+
 ENTRY_POINT_GROUP = "edge_export.exporters"
 
-Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+Runner = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
 
 
 class RuntimeUnavailable(Exception):
@@ -74,6 +75,21 @@ class Prepared:
     example_inputs: tuple[Any, ...] = ()
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    input_specs: tuple[Any, ...] = ()  # TensorSpecs, with the declared dynamic dimensions
+
+    def exported(self) -> Any:
+        """The program as an ExportedProgram: exported again, with the declared dynamic
+        dimensions, when a scheme quantized it in PyTorch (a GraphModule)."""
+        import torch
+
+        from edge_export.dynamic import is_dynamic, torch_dynamic_shapes, tracing_examples
+
+        if isinstance(self.program, torch.export.ExportedProgram):
+            return self.program
+        if not is_dynamic(self.input_specs):
+            return torch.export.export(self.program, self.example_inputs)
+        return torch.export.export(self.program, tracing_examples(self.example_inputs, self.input_specs),
+                                   dynamic_shapes=torch_dynamic_shapes(self.input_specs))
 
 
 @dataclass
@@ -95,12 +111,20 @@ class SchemeTable:
 
     def __init__(self) -> None:
         self._schemes: dict[str, Scheme] = {}
+        self._keep_float: set[str] = set()
 
-    def register(self, name: str) -> Callable[[Scheme], Scheme]:
+    def register(self, name: str, keep_float: bool = False) -> Callable[[Scheme], Scheme]:
+        """``keep_float=True``: the scheme leaves the recipe's ``keep_float`` module paths
+        in float, so ``keep_float = "auto"`` (edge_export.mixed_precision) can drive it."""
         def deco(fn: Scheme) -> Scheme:
             self._schemes[name] = fn
+            if keep_float:
+                self._keep_float.add(name)
             return fn
         return deco
+
+    def honours_keep_float(self, name: str) -> bool:
+        return name in self._keep_float
 
     def __contains__(self, name: str) -> bool:
         return name in self._schemes
@@ -119,6 +143,8 @@ class Exporter(abc.ABC):
     runtime_name: ClassVar[str]  # runtime that parity runs on by default
     schemes: ClassVar[SchemeTable]  # the quantization schemes its recipes may name
     toolchain: ClassVar[Toolchain | None] = None  # None: the core install is enough
+    # Why the target cannot take declared dynamic dimensions (--dynamic); None: it can.
+    dynamic_dims_refusal: ClassVar[str | None] = None
 
     def quantize(self, program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         """Apply the recipe's scheme (identity for float recipes)."""
@@ -144,8 +170,10 @@ class Exporter(abc.ABC):
         """Lower to the target format and write the artifact at ``dest``."""
 
     @abc.abstractmethod
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
-        """(runtime name, runner) for the host; raise RuntimeUnavailable when it cannot run."""
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        """(runtime name, runner) for the host; raise RuntimeUnavailable when it cannot run.
+        ``threads`` is the runtime's own thread pool (``--threads``): parity does not
+        depend on it, latency does, so every runtime must honour it."""
 
     @abc.abstractmethod
     def tool_versions(self) -> dict[str, str]:
@@ -255,6 +283,11 @@ def select_targets(names: Iterable[str]) -> tuple[list[str], list[Availability]]
     if not chosen:
         raise UsageError("no --target given", hint="e.g. --target android or --target all")
     return chosen, skipped
+
+
+def exporter_class(target: str) -> type[Exporter]:
+    """The plugin class, for its declarations (loading it imports no toolchain)."""
+    return _entry_point(target).load()
 
 
 def get_exporter(target: str) -> Exporter:

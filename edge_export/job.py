@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edge_export import __version__
 from edge_export.capture import toolchain_output
 from edge_export.errors import EdgeExportError, ToolchainError, output_error, summarize_exception
 from edge_export.exporter import BuildContext, RuntimeUnavailable, get_exporter
 from edge_export.package import SCHEMA_VERSION, write_golden, write_manifest
-from edge_export.parity import ParityResult, gate
 from edge_export.recipe import Recipe, Thresholds
 from edge_export.tensors import TensorSpec
+
+if TYPE_CHECKING:  # imported where used: the warm re-run path imports this module
+    import numpy as np
+
+    from edge_export.parity import ParityResult
 
 # Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
 # recipe does not set one: tight, because both sides compute the same quantized graph.
 DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
-LATENCY_RUNS = 20
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Job:
     debug: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
     cache_key: str | None = None
+    threads: int = 1  # --threads: every runtime's pool while measuring latency
 
     @property
     def key(self) -> tuple[str, str]:
@@ -150,16 +151,77 @@ def _build(job: Job, exporter: Any, artifact: Path, stage: Callable[[str], None]
     stage("quantize")
     import torch
 
+    from edge_export import mixed_precision
+
     program = torch.export.load(str(job.workspace / "program.pt2"))
     ctx = _context(job)
-    prepared = exporter.quantize(program, job.recipe, ctx)
-    prepared.example_inputs = ctx.example_inputs
-    prepared.input_names = tuple(ctx.input_names)
-    prepared.output_names = tuple(ctx.output_names)
+    if mixed_precision.is_auto(job.recipe):
+        return _build_auto(job, exporter, program, ctx, artifact, stage)
+    prepared = _prepare(exporter, program, job.recipe, ctx, job.model.inputs)
     stage("lower")
     exporter.lower(prepared, job.recipe, artifact)
     stage("verify")
-    return _verify(job, exporter, artifact, prepared)
+    parity, latency, accuracy = _verify(job, exporter, artifact, prepared)
+    if parity["status"] == "failed" and job.recipe.param("bits") in (4, 8):
+        stage("localize")  # only failed gates pay for the per-layer measurement
+        mixed_precision.localize(program, job.recipe, ctx, *_parity_columns(job), parity)
+    return parity, latency, accuracy
+
+
+def _prepare(exporter: Any, program: Any, recipe: Recipe, ctx: BuildContext,
+             specs: tuple[TensorSpec, ...]) -> Any:
+    prepared = exporter.quantize(program, recipe, ctx)
+    prepared.example_inputs = ctx.example_inputs
+    prepared.input_names = tuple(ctx.input_names)
+    prepared.output_names = tuple(ctx.output_names)
+    prepared.input_specs = specs
+    return prepared
+
+
+def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifact: Path,
+                stage: Callable[[str], None]):
+    """keep_float = "auto": see edge_export.mixed_precision (the loop is target-agnostic)."""
+    from edge_export.errors import UsageError
+    from edge_export.mixed_precision import build_auto
+    from edge_export.parity import gate
+
+    if not exporter.schemes.honours_keep_float(job.recipe.scheme):
+        raise UsageError(f"recipe {job.recipe.name} ({job.target}): keep_float = \"auto\" needs a "
+                         f"scheme that honours keep_float; {job.recipe.scheme} does not")
+    inputs, reference = _parity_columns(job)
+    kinds = {"kinds": list(job.model.output_kinds) or None,
+             "real_inputs": job.parity_inputs_from == "validation-data"}
+
+    def reference_passes(prepared: Any) -> tuple[bool, dict[str, float]]:
+        actual = [_torch_outputs(prepared.reference, s) for s in inputs]
+        result = gate(list(job.model.output_names), reference, actual, job.recipe.parity,
+                      "pytorch", "pytorch-float", **kinds)
+        worst = min(result.outputs.values(), key=lambda m: m["snr_db"])
+        return result.status == "passed", {"snr_db": round(worst["snr_db"], 2),
+                                           "cosine": round(worst["cosine"], 6)}
+
+    def lower_and_verify(prepared: Any, recipe: Recipe):
+        stage("lower")
+        if artifact.is_dir():
+            shutil.rmtree(artifact)
+        artifact.unlink(missing_ok=True)
+        exporter.lower(prepared, recipe, artifact)
+        stage("verify")
+        return _verify(job, exporter, artifact, prepared)
+
+    stage("sensitivity")
+    # The PT2E reference models the artifact only for static activations (dynamic kernels
+    static = job.recipe.param("activations") == "static"  # pick qparams per row at run time)
+    return build_auto(program, job.recipe, ctx, inputs, reference,
+                      lambda recipe: _prepare(exporter, program, recipe, ctx, job.model.inputs),
+                      reference_passes if static else None, lower_and_verify)
+
+
+def _parity_columns(job: Job) -> tuple[list[tuple[np.ndarray, ...]], list[list[np.ndarray]]]:
+    """The parity inputs and float PyTorch outputs (per sample) the gate is computed on."""
+    arrays = _load_npz(job.workspace / "parity.npz")
+    inputs = _columns(arrays, "in_", len(job.model.inputs))
+    return inputs, [list(s) for s in _columns(arrays, "out_", len(job.model.output_names))]
 
 
 def _close_timings(timings: dict[str, float]) -> None:
@@ -170,6 +232,8 @@ def _close_timings(timings: dict[str, float]) -> None:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if not path.exists():
         return {}
     with np.load(path, allow_pickle=False) as npz:
@@ -211,12 +275,14 @@ def _context(job: Job) -> BuildContext:
 
 
 def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
-    n_in, n_out = len(job.model.inputs), len(job.model.output_names)
-    arrays = _load_npz(job.workspace / "parity.npz")
-    inputs = _columns(arrays, "in_", n_in)
-    reference = [list(s) for s in _columns(arrays, "out_", n_out)]
+    from edge_export.parity import ParityResult, gate
+
+    inputs, reference = _parity_columns(job)
     try:
-        runtime, run = exporter.load_runtime(artifact)
+        from edge_export.latency import limit_threads
+
+        limit_threads(job.threads)
+        runtime, run = exporter.load_runtime(artifact, threads=job.threads)
     except RuntimeUnavailable as exc:
         result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
                               thresholds=job.recipe.parity.to_json())
@@ -239,9 +305,39 @@ def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
                         runtime, "pytorch-quantized", **kinds)
         if fidelity.status == "failed" and quality.status == "passed":
             quality.status, quality.reason = "failed", fidelity.reason
-    latency = _latency(run, inputs[0])
+    sizes = _check_sizes(job, run, runtime, quality)
+    latency = _latency(run, inputs[0], job.threads)
     accuracy = _accuracy(job, run, runtime)
-    return _parity_json(quality, fidelity, job), latency, accuracy
+    return {**_parity_json(quality, fidelity, job), **sizes}, latency, accuracy
+
+
+def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dict[str, Any]:
+    """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
+    recipe's thresholds; the first failure fails the package."""
+    from edge_export.dynamic import sizes_label
+    from edge_export.parity import ParityResult, gate
+
+    arrays = _load_npz(job.workspace / "sizes.npz")
+    if not arrays:
+        return {}
+    names, specs = list(job.model.output_names), job.model.inputs
+    checked = []
+    for k in range(len({key.split("_", 1)[0] for key in arrays})):
+        sample = tuple(arrays[f"s{k}_in_{i}"] for i in range(len(specs)))
+        reference = [arrays[f"s{k}_out_{j}"] for j in range(len(names))]
+        label = sizes_label(sample, specs)
+        try:
+            result = gate(names, [reference], [run(list(sample))], job.recipe.parity, runtime,
+                          "pytorch-float", kinds=list(job.model.output_kinds) or None, real_inputs=False)
+        except Exception as exc:  # noqa: BLE001 - the runtime rejected this size
+            result = ParityResult("failed", runtime, reason=f"{runtime} could not run it: "
+                                  f"{summarize_exception(exc)}")
+        checked.append({"inputs": label, "status": result.status, "reason": result.reason,
+                        "outputs": {n: {k: m[k] for k in ("cosine", "snr_db", "max_abs") if k in m}
+                                    for n, m in result.outputs.items()}})
+        if result.status == "failed" and quality.status == "passed":
+            quality.status, quality.reason = "failed", f"at {label}: {result.reason}"
+    return {"dynamic_sizes": checked}
 
 
 def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:
@@ -252,23 +348,23 @@ def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarr
     return eager_outputs(module, tuple(torch.from_numpy(a.copy()) for a in sample))
 
 
-def _parity_json(quality: ParityResult, fidelity: ParityResult | None, job: Job) -> dict[str, Any]:
+def _parity_json(quality: Any, fidelity: Any, job: Job) -> dict[str, Any]:
     data = quality.to_json()
     data["inputs"] = job.parity_inputs_from
     data["fidelity"] = fidelity.to_json() if fidelity else None
     return data
 
 
-def _latency(run: Any, sample: tuple[np.ndarray, ...]) -> dict[str, Any]:
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        run(list(sample))
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": round(statistics.median(times), 4), "runs": LATENCY_RUNS, "threads": 1}
+def _latency(run: Any, sample: tuple[np.ndarray, ...], threads: int) -> dict[str, Any]:
+    """min/median/p90 after warm-up, with the load average (edge_export.latency)."""
+    from edge_export.latency import single
+
+    return single(lambda: run(list(sample)), threads=threads)
 
 
 def _accuracy(job: Job, run: Any, runtime: str) -> dict[str, Any] | None:
+    import numpy as np
+
     arrays = _load_npz(job.workspace / "eval.npz")
     if not arrays:
         return None

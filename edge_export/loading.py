@@ -25,7 +25,7 @@ from edge_export.adapt import FlatCall, contiguous, has_strided_weights, needs_a
 from edge_export.capture import toolchain_output
 from edge_export.compression import Compression, prepare_compressed
 from edge_export.errors import UnsafeInputError, UsageError, summarize_exception
-from edge_export.tensors import TensorSpec
+from edge_export.tensors import DynamicDim, TensorSpec, with_dynamic_dims
 
 METADATA_ATTR = "edge_export_metadata"
 EXAMPLE_INPUTS_ATTR = "example_inputs"
@@ -43,12 +43,20 @@ class LoadedModel:
     compression: Compression = field(default_factory=lambda: Compression())
     declared_kinds: dict[str, str] = field(default_factory=dict)  # metadata "output_kinds"
     example_outputs: list[np.ndarray] = field(default_factory=list)  # flat, on example_inputs
+    # The user's own module when ``module`` computes differently (torchao weights dequantized
+    # for the targets' schemes): parity compares every artifact with what the user handed over.
+    user_module: torch.nn.Module | None = None
+
+    @property
+    def reference(self) -> torch.nn.Module:
+        return self.user_module if self.user_module is not None else self.module
 
 
 def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: bool = False,
-               name: str | None = None) -> LoadedModel:
+               name: str | None = None, dynamic: dict[str, list[DynamicDim]] | None = None) -> LoadedModel:
+    """``dynamic``: the ``--dynamic`` declarations, which replace the metadata's ``dynamic_dims``."""
     module, examples, default_name = _load_module(spec, trust_pickle)
-    compression = prepare_compressed(module)
+    module, compression, reference = prepare_compressed(module)
     metadata = dict(getattr(module, METADATA_ATTR, {}) or {})
     if input_specs:
         examples = tuple(_tensor_for(s) for s in input_specs)
@@ -67,18 +75,20 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
     if has_strided_weights(module):
         module = module.to(memory_format=torch.contiguous_format)
         compression.layout = "channels_last"
-    raw = _run_eagerly(module, examples, keywords, spec)
+    raw = _run_eagerly(reference if reference is not None else module, examples, keywords, spec)
     if needs_adapter(raw, keywords):
         module = FlatCall(module, keywords)
+        reference = FlatCall(reference, keywords) if reference is not None else None
     names = output_names(raw)  # refuses non-tensor outputs, before anything reads them
     outputs = flat_numpy(raw)
     check_finite(outputs, spec)
     input_names = list(keywords) or _input_names(module, len(examples), metadata, input_specs)
+    specs = [TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+             for n, t in zip(input_names, examples, strict=True)]
     return LoadedModel(
         module=module,
         example_inputs=examples,
-        inputs=[TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
-                for n, t in zip(input_names, examples, strict=True)],
+        inputs=with_dynamic_dims(specs, dynamic if dynamic else _declared_dynamic(metadata)),
         output_names=list(metadata.get("output_names") or names),
         name=name or metadata.get("name") or default_name,
         labels=metadata.get("labels"),
@@ -86,7 +96,19 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
         compression=compression,
         declared_kinds=dict(metadata.get("output_kinds") or {}),
         example_outputs=outputs,
+        user_module=reference,
     )
+
+
+def _declared_dynamic(metadata: dict) -> dict[str, list[DynamicDim]]:
+    """``edge_export_metadata["dynamic_dims"] = {"input_ids": {1: (1, 512)}}``."""
+    declared = metadata.get("dynamic_dims") or {}
+    try:
+        return {str(name): [DynamicDim(int(dim), int(low), int(high)) for dim, (low, high) in dims.items()]
+                for name, dims in declared.items()}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise UsageError(f"edge_export_metadata['dynamic_dims'] is malformed: {exc}",
+                         hint='write {"input_ids": {1: (1, 512)}}: input name -> {dim: (min, max)}') from exc
 
 
 def eager_outputs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edge_export.errors import PackageError, UsageError
 from edge_export.hashing import artifact_sha256, file_sha256
+
+if TYPE_CHECKING:  # imported where used: the warm re-run path imports this module
+    import numpy as np
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -41,6 +42,8 @@ def failed_dir(out: Path, name: str, version: str, target: str, recipe: str) -> 
 def write_golden(pkg: Path, input_names: list[str], output_names: list[str],
                  inputs: list[tuple[np.ndarray, ...]], outputs: list[list[np.ndarray]]) -> list[dict]:
     """Raw little-endian tensors an app reads without numpy; returns the manifest entries."""
+    import numpy as np
+
     samples = []
     for i, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         folder = pkg / "golden" / f"sample_{i:03d}"
@@ -57,6 +60,8 @@ def write_golden(pkg: Path, input_names: list[str], output_names: list[str],
 
 
 def read_golden_tensor(pkg: Path, rel: str, dtype: str, shape: list[int]) -> np.ndarray:
+    import numpy as np
+
     return np.fromfile(pkg / rel, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
 

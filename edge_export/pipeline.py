@@ -7,6 +7,7 @@ and only packages whose gates passed reach their final place under ``--out``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from edge_export.archive import write_zip, zip_name
 from edge_export.cache import Cache, hint_of
+from edge_export.dynamic import is_dynamic
 from edge_export.errors import (
     EXIT_GATE_FAILED,
     EXIT_OK,
@@ -35,7 +37,7 @@ from edge_export.package import (
 )
 from edge_export.progress import Progress
 from edge_export.recipe import Recipe, builtin_recipes, is_recipe_file, load_recipe_file
-from edge_export.tensors import TensorSpec
+from edge_export.tensors import DynamicDim, TensorSpec
 from edge_export.workers import WorkerPool
 
 DEFAULT_VERSION = "0.1.0"
@@ -50,6 +52,7 @@ class ExportOptions:
     name: str | None = None
     version: str = DEFAULT_VERSION
     inputs: tuple[TensorSpec, ...] = ()
+    dynamic: tuple[tuple[str, DynamicDim], ...] = ()  # --dynamic NAME:DIM=MIN..MAX
     trust_pickle: bool = False
     validation_data: Path | None = None
     parity_samples: int = 8
@@ -62,6 +65,8 @@ class ExportOptions:
     force: bool = False  # replace a published package built from a different model
     quiet: bool = False
     cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
+    threads: int = 1  # every runtime's thread pool while latency is measured (--threads)
+    keep_float: str | None = None  # --keep-float auto: overrides the recipes' keep_float
 
 
 @dataclass
@@ -114,6 +119,26 @@ def resolve_recipes(targets: list[str], requested: tuple[str, ...]) -> list[tupl
     return plan
 
 
+def override_keep_float(plan: list[tuple[str, Recipe]],
+                        value: str | None) -> list[tuple[str, Recipe]]:
+    """``--keep-float auto``: every recipe whose scheme honours keep_float gets it (its own
+    keep_float replaced; a different sha256, so the cache keeps both); others are unchanged."""
+    if value is None:
+        return plan
+    import hashlib
+
+    from edge_export.exporter import get_exporter
+
+    out = []
+    for target, recipe in plan:
+        if get_exporter(target).schemes.honours_keep_float(recipe.scheme):
+            recipe = replace(recipe, params={**recipe.params, "keep_float": value},
+                             sha256=hashlib.sha256(f"{recipe.sha256}|keep_float={value}".encode())
+                             .hexdigest())
+        out.append((target, recipe))
+    return out
+
+
 PREQUANTIZED = "prequantized"
 FLOAT_RECIPE = "fp32"
 
@@ -121,9 +146,14 @@ FLOAT_RECIPE = "fp32"
 def compose_with_compression(plan: list[tuple[str, Recipe]],
                              compression: dict) -> list[tuple[str, Recipe]]:
     """A model the user already quantized keeps its quantization: the float recipe becomes
-    ``prequantized`` (the graph lowered as it is); any other recipe would quantize it again
-    and is refused, never applied silently."""
+    ``prequantized`` for a PT2E graph (lowered as it is) and, for torchao weights, each
+    target's recipe of the same scheme (compression.TORCHAO_EQUIVALENTS); any other recipe
+    would quantize it again and is refused, never applied silently."""
+    from edge_export.compression import TORCHAO_PREFIX
+
     quantized = compression.get("quantization")
+    if quantized and quantized.startswith(TORCHAO_PREFIX):
+        return _carry_torchao(plan, quantized)
     if not quantized:
         for target, recipe in plan:
             if recipe.name == PREQUANTIZED:
@@ -148,11 +178,48 @@ def compose_with_compression(plan: list[tuple[str, Recipe]],
     return composed
 
 
+def _carry_torchao(plan: list[tuple[str, Recipe]], quantized: str) -> list[tuple[str, Recipe]]:
+    from edge_export.compression import TORCHAO_EQUIVALENTS, TORCHAO_PREFIX
+
+    equivalents = TORCHAO_EQUIVALENTS[quantized.removeprefix(TORCHAO_PREFIX)]
+    composed = []
+    for target, recipe in plan:
+        shipped = builtin_recipes(target)
+        own = next((shipped[n] for n in equivalents if n in shipped and shipped[n].supported), None)
+        if own is None:
+            able = [t for t in target_names()
+                    if any((r := builtin_recipes(t).get(n)) and r.supported for n in equivalents)]
+            why = "; ".join(f"{n}: {shipped[n].unsupported}" for n in equivalents if n in shipped)
+            raise UsageError(f"target {target} cannot carry a {quantized} model ({why})",
+                             hint=f"targets that can: {', '.join(able)}")
+        if recipe.name not in (FLOAT_RECIPE, own.name):
+            raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
+                             f"({target}) would quantize it again",
+                             hint=f"pass no --recipe: it ships as {target}'s {own.name!r}")
+        if (target, own) not in composed:
+            composed.append((target, own))
+    return composed
+
+
+def refuse_dynamic(targets: list[str]) -> None:
+    """--dynamic on a target whose exporter declares it cannot take dynamic dimensions."""
+    from edge_export.exporter import exporter_class
+
+    for target in targets:
+        reason = exporter_class(target).dynamic_dims_refusal
+        if reason:
+            able = [t for t in target_names() if not exporter_class(t).dynamic_dims_refusal]
+            raise UsageError(f"target {target} cannot take --dynamic: {reason}",
+                             hint=f"targets that can: {', '.join(able)}; or export {target} with static shapes")
+
+
 def run_export(opts: ExportOptions) -> RunReport:
-    from edge_export import workspace
+    from edge_export import fastpath
 
     targets, skipped = select_targets(opts.targets)
-    plan = resolve_recipes(targets, opts.recipes)
+    if opts.dynamic:
+        refuse_dynamic(targets)
+    plan = override_keep_float(resolve_recipes(targets, opts.recipes), opts.keep_float)
     for _, recipe in plan:
         needs = recipe.calibration_required and opts.calibration_data is None
         if needs:
@@ -161,16 +228,25 @@ def run_export(opts: ExportOptions) -> RunReport:
     _check_out(opts.out)
     clean_leftovers(opts.out)
     created_out = not opts.out.exists()
+    cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
+    if cache is not None:  # an unchanged model: its packages again, without torch
+        hit, fast_key, hashes = fastpath.attempt(opts, plan, skipped)
+        if hit is not None:
+            return hit
+    from edge_export import workspace  # imports torch
+
     root = staging_root(opts.out)
     report = RunReport(skipped=skipped)
     progress = Progress([(t, r.name) for t, r in plan], quiet=opts.quiet)
-    cache = Cache(opts.cache_dir) if opts.cache_dir is not None else None
     pool = None
     try:
         pool = _start_workers(opts, plan, cache, root)
         progress.note(f"[bold]load[/] {opts.model}")
-        prepared = workspace.prepare(opts, root / "workspace", plan)
+        with (fastpath.recording() if cache is not None else contextlib.nullcontext(set())) as read:
+            prepared = workspace.prepare(opts, root / "workspace", plan)
         plan = compose_with_compression(plan, prepared.model.compression)
+        if is_dynamic(prepared.model.inputs):  # declared in the model's metadata too
+            refuse_dynamic(targets)
         progress.replan([(t, r.name) for t, r in plan])
         for target, recipe in plan:
             check_replaceable(package_dir(opts.out, prepared.model.name, prepared.model.version,
@@ -178,7 +254,7 @@ def run_export(opts: ExportOptions) -> RunReport:
         jobs = [Job(target=t, recipe=r, model=prepared.model, workspace=root / "workspace",
                     staging=root / f"{t}-{r.name}", parity_inputs_from=prepared.parity_from,
                     max_accuracy_drop=opts.max_accuracy_drop, debug=opts.debug,
-                    cache_dir=opts.cache_dir)
+                    cache_dir=opts.cache_dir, threads=opts.threads)
                 for t, r in plan]
         jobs = _with_cache_keys(jobs, prepared.inputs_sha256)
         pause_point(AFTER_EXPORT)
@@ -187,6 +263,9 @@ def run_export(opts: ExportOptions) -> RunReport:
         _remember(opts, cache, jobs, report.results)
         pause_point(BEFORE_PUBLISH)
         _publish(report, jobs, opts.out, prepared.model, opts.force)
+        if cache is not None:
+            deps = fastpath.dependencies(read, exclude=[opts.out, opts.cache_dir])
+            fastpath.store(opts.cache_dir, fast_key, deps, hashes, prepared.model, jobs, report)
     except KeyboardInterrupt as exc:
         raise Interrupted("interrupted: workers stopped, temporaries removed") from exc
     finally:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,16 @@ class Recipe:
                 "minimum_deployment": self.minimum_deployment}
 
 
-def parse_recipe(text: str, origin: str) -> Recipe:
-    """Validate and build a recipe; every problem is a UsageError naming the key."""
+def parse_recipe(text: str, origin: str, validate: bool = True) -> Recipe:
+    """Validate and build a recipe; every problem is a UsageError naming the key.
+    ``validate=False`` is for the shipped recipes only: the test suite validates them
+    (tests/test_recipes.py), and a run then skips importing jsonschema (~0.3 s)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"recipe {origin} is not valid TOML: {exc}") from exc
-    _validate(data, origin)
+    if validate:
+        _validate(data, origin)
     quant = dict(data.get("quantize", {}))
     calib = data.get("calibration", {})
     default_drop = 3.0 if quant.get("bits") == 4 else 1.0 if quant.get("bits") == 8 else None
@@ -103,13 +107,19 @@ def load_recipe_file(path: str | Path) -> Recipe:
 
 def builtin_recipes(target: str) -> dict[str, Recipe]:
     """The recipes shipped for a target, by name (supported and refused cells alike)."""
+    return dict(_builtin_recipes(target))
+
+
+@cache
+def _builtin_recipes(target: str) -> dict[str, Recipe]:
     folder = resources.files("edge_export.recipes").joinpath(target)
     if not folder.is_dir():
         return {}
     found = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
-            recipe = parse_recipe(entry.read_text(encoding="utf-8"), f"recipes/{target}/{entry.name}")
+            recipe = parse_recipe(entry.read_text(encoding="utf-8"), f"recipes/{target}/{entry.name}",
+                                  validate=False)
             found[recipe.name] = recipe
     return found
 

@@ -132,7 +132,7 @@ def _safe(value: Any, what: str) -> str:
 def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[ReleaseJob]]:
     """The release version and its jobs (without fingerprints); every config problem is a
     usage error raised before anything heavy runs."""
-    from edge_export.pipeline import resolve_targets
+    from edge_export.exporter import select_targets
 
     config = Path(config)
     try:
@@ -166,7 +166,10 @@ def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[Relea
         data_paths = {k: _resolve_path(base, entry[k], f"{where}: {k}") for k in _DATA_KEYS if k in entry}
         recipes = [_resolve_path(base, r, f"{where}: recipe") if r.endswith(".toml") else r
                    for r in _strings(entry, "recipes", where, ["fp32"])]
-        targets = resolve_targets(tuple(_strings(entry, "targets", where)))
+        targets, skipped = select_targets(tuple(_strings(entry, "targets", where)))
+        if skipped:  # a release is all or nothing: "all" must not mean "whatever is installed"
+            raise UsageError(f"{where}: targets 'all' includes {skipped[0].target}, which is "
+                             f"{skipped[0].reason}", hint=skipped[0].install_command)
         for source, target, recipe in _plan(targets, recipes, where):
             if recipe.calibration_required and "calibration_data" not in data_paths:
                 raise UsageError(f"{where}: recipe {recipe.name!r} ({target}) needs calibration_data")

@@ -13,8 +13,6 @@ import html
 import io
 import json
 import os
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from edge_export.exporter import RuntimeUnavailable
 from edge_export.parity import output_metrics
 from edge_export.verify import GoldenRun, opened, run_golden
 
-LATENCY_RUNS = 20
 METRICS = ("max_abs", "mean_abs", "cosine", "snr_db", "top1_agreement")
 
 
@@ -38,6 +35,7 @@ class PackageView:
     runtime: str
     latency_ms: float | None
     note: str = ""
+    layers: dict[str, Any] | None = None  # parity.json "layers": per-layer sensitivity, auto choice
 
 
 def _view(folder: Path) -> PackageView:
@@ -55,18 +53,40 @@ def _view(folder: Path) -> PackageView:
         metrics[name] = output_metrics(ref, act)
         errors[name] = np.concatenate([np.abs(np.asarray(a, np.float64).reshape(r.shape) - r).ravel()
                                        for a, r in zip(act, ref, strict=True)])
-    return PackageView(label, manifest, errors, metrics, golden.runtime, _latency(golden))
+    return PackageView(label, manifest, errors, metrics, golden.runtime, _latency(golden),
+                       layers=_layers(folder))
+
+
+def _layers(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "parity.json").read_text(encoding="utf-8"))["parity"].get("layers")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _layers_section(layers: dict[str, Any] | None, shown: int = 10) -> str:
+    """keep_float = "auto"'s choice and the most sensitive layers (SNR when only it is quantized)."""
+    if not layers or "snr_db_alone" not in layers:
+        return ""
+    auto = layers.get("keep_float") or {}
+    head = ""
+    if auto:
+        chosen = ", ".join(auto["chosen"]) or "none"
+        head = (f"<p>keep_float = auto: {len(auto['chosen'])} of {auto['of_layers']} layers kept "
+                f"float ({html.escape(chosen)})</p>")
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{snr:.1f}</td></tr>"
+                   for name, snr in sorted(layers["snr_db_alone"].items(), key=lambda kv: kv[1])[:shown])
+    return (f"{head}<table><tr><th>layer (most sensitive first)</th><th>SNR dB when only it is "
+            f"quantized</th></tr>{rows}</table><p>{html.escape(layers.get('method', ''))}</p>")
 
 
 def _latency(golden: GoldenRun) -> float:
+    """The minimum after warm-up (edge_export.latency: the figure other load disturbs least)."""
+    from edge_export.latency import limit_threads, single
+
+    limit_threads(1)
     sample = golden.inputs[0]
-    golden.run(sample)  # warm-up
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        golden.run(sample)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return single(lambda: golden.run(sample))["min_ms"]
 
 
 def _png(fig: Any) -> str:
@@ -135,11 +155,11 @@ def _package_section(view: PackageView) -> str:
              f"artifact {m['artifact']['bytes']:,} bytes",
              f"parity at build: {html.escape(m['parity']['status'])}"]
     if view.latency_ms is not None:
-        facts.append(f"host latency {view.latency_ms:.3f} ms (median of {LATENCY_RUNS})")
+        facts.append(f"host latency {view.latency_ms:.3f} ms (min of 20 after warm-up, 1 thread)")
     if acc:
         facts.append(f"accuracy float {acc['float']:.2f}% → artifact {acc['artifact']:.2f}%")
-    body = (_metric_table(view) + _histogram(view)) if view.errors else \
-        f"<p>{html.escape(view.note)}</p>"
+    body = (_metric_table(view) + _layers_section(view.layers) + _histogram(view)) if view.errors \
+        else f"<p>{html.escape(view.note)}</p>"
     return (f"<section class='package'><h2>{html.escape(view.label)}</h2>"
             f"<p>{' · '.join(facts)}</p>{body}</section>")
 

@@ -73,11 +73,12 @@ def _package_root(zip_path: Path, root: Path) -> Path:
     raise PackageError(f"{zip_path}: no {MANIFEST} at its top level (not a model package)")
 
 
-def run_golden(package: Path, manifest: dict[str, Any]) -> GoldenRun:
+def run_golden(package: Path, manifest: dict[str, Any], threads: int = 1) -> GoldenRun:
     """Raises RuntimeUnavailable when the host cannot run the artifact."""
     exporter = get_exporter(manifest["target"])
     with toolchain_output(Path(os.devnull)):  # runtimes' banners are not the user's business
-        runtime, run = exporter.load_runtime(package / manifest["artifact"]["path"])
+        runtime, run = exporter.load_runtime(package / manifest["artifact"]["path"],
+                                             threads=threads)
     specs = {t["name"]: t for t in (*manifest["inputs"], *manifest["outputs"])}
     in_names = [t["name"] for t in manifest["inputs"]]
     out_names = [t["name"] for t in manifest["outputs"]]

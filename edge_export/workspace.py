@@ -19,10 +19,19 @@ import numpy as np
 from edge_export.cache import arrays_sha256
 from edge_export.capture import toolchain_output
 from edge_export.data import load_samples, random_samples
+from edge_export.dynamic import (
+    check_symbolic,
+    export_dynamic_shapes,
+    fixed_dimension,
+    parity_sizes,
+    resized_sample,
+    tracing_examples,
+)
 from edge_export.errors import ToolchainError, UsageError, summarize_exception
 from edge_export.hashing import weights_sha256
 from edge_export.job import ModelInfo
 from edge_export.loading import LoadedModel, eager_outputs, load_model
+from edge_export.tensors import DynamicDim
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
     import torch
 
     loaded = load_model(opts.model, input_specs=list(opts.inputs),
-                        trust_pickle=opts.trust_pickle, name=opts.name)
+                        trust_pickle=opts.trust_pickle, name=opts.name, dynamic=dynamic_declarations(opts.dynamic))
     specs = loaded.inputs
     for spec in specs:
         if spec.dtype in ("float64", "complex64"):
@@ -51,16 +60,19 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
                                       preprocessing=loaded.preprocessing, limit=limit)
     if opts.eval_data is not None:
         _write_eval(opts, loaded, folder)
-    reference = [tuple(eager_outputs(loaded.module, _torch(s))) for s in parity]
+    reference = [tuple(eager_outputs(loaded.reference, _torch(s))) for s in parity]
     np.savez(folder / "parity.npz", **stable_arrays(parity, "in_"),
              **stable_arrays(reference, "out_"))
     if calibration:
         np.savez(folder / "calibration.npz", **stable_arrays(calibration, "in_"))
     try:
         with toolchain_output(folder / "export.log", enabled=not opts.debug):  # torch prints graphs
-            program = torch.export.export(loaded.module, loaded.example_inputs)
+            program = torch.export.export(loaded.module, tracing_examples(loaded.example_inputs, specs),
+                                          dynamic_shapes=export_dynamic_shapes(loaded.module, specs))
     except Exception as exc:  # noqa: BLE001 - summarised for the user, traceback on --debug
-        raise export_failure(exc, opts.model) from exc
+        raise (fixed_dimension(exc, specs) or export_failure(exc, opts.model)) from exc
+    check_symbolic(program, specs)
+    _write_sizes(loaded, parity[0], folder)
     torch.export.save(program, str(folder / "program.pt2"))
     _write_app_vectors(loaded, folder)
     torch.save(loaded.module.state_dict(), str(folder / "weights.pt"))
@@ -73,6 +85,26 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
         output_kinds=output_kinds(program, loaded), compression=loaded.compression.to_json(),
         graph_sha256=graph_sha256(program))
     return Workspace(model, parity_from, {"graph": model.graph_sha256, **data_sha256(folder)})
+
+
+def dynamic_declarations(pairs: tuple[tuple[str, DynamicDim], ...]) -> dict[str, list[DynamicDim]]:
+    declared: dict[str, list[DynamicDim]] = {}
+    for name, dim in pairs:
+        declared.setdefault(name, []).append(dim)
+    return declared
+
+
+def _write_sizes(loaded: LoadedModel, example: tuple[np.ndarray, ...], folder: Path) -> None:
+    """Parity inputs at the other sizes of the declared dynamic dimensions, with PyTorch's
+    outputs (``sizes.npz``: ``s{k}_in_{i}`` / ``s{k}_out_{j}``, one sample per size)."""
+    arrays = {}
+    for k, sizes in enumerate(parity_sizes(loaded.inputs)):
+        sample = resized_sample(example, loaded.inputs, sizes)
+        arrays.update({f"s{k}_in_{i}": a for i, a in enumerate(sample)})
+        outputs = eager_outputs(loaded.reference, _torch(sample))
+        arrays.update({f"s{k}_out_{j}": a for j, a in enumerate(outputs)})
+    if arrays:
+        np.savez(folder / "sizes.npz", **arrays)
 
 
 def output_kinds(program: Any, loaded: LoadedModel) -> tuple[str, ...]:
@@ -106,7 +138,7 @@ def graph_sha256(program: Any) -> str:
 
 def data_sha256(folder: Path) -> dict[str, str]:
     hashes = {}
-    for name in ("parity", "calibration", "eval"):
+    for name in ("parity", "calibration", "eval", "sizes"):
         path = folder / f"{name}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as npz:
@@ -132,7 +164,7 @@ def _parity_samples(opts: Any, loaded: LoadedModel) -> tuple[list, str]:
 def _write_eval(opts: Any, loaded: LoadedModel, folder: Path) -> None:
     samples, labels = load_samples(opts.eval_data, loaded.inputs, flag="--eval-data",
                                    preprocessing=loaded.preprocessing, require_labels=True)
-    hits = [int(np.argmax(eager_outputs(loaded.module, _torch(s))[0])) == int(y)
+    hits = [int(np.argmax(eager_outputs(loaded.reference, _torch(s))[0])) == int(y)
             for s, y in zip(samples, labels, strict=True)]
     np.savez(folder / "eval.npz", **stable_arrays(samples, "in_"), labels=labels,
              float_accuracy=np.float64(100.0 * np.mean(hits)))
@@ -184,7 +216,7 @@ def _write_app_vectors(loaded: LoadedModel, folder: Path) -> None:
     image = (Image.fromarray(pixels[0], "L") if pixels.shape[0] == 1
              else Image.fromarray(np.moveaxis(pixels, 0, -1), "RGB"))
     entry = write_app_vectors(folder / "golden", pre, list(loaded.inputs[0].shape),
-                              lambda t: eager_outputs(loaded.module, (_torch_one(t),))[0], image)
+                              lambda t: eager_outputs(loaded.reference, (_torch_one(t),))[0], image)
     (folder / "app_vectors.json").write_text(json.dumps(entry, sort_keys=True))
 
 

@@ -60,13 +60,38 @@ def pt2e():
     return convert_pt2e(graph), example
 
 
-def torchao_int8_weight():
-    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+def _torchao(config) -> tuple[nn.Module, tuple[torch.Tensor]]:
+    from torchao.quantization import quantize_
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
-    quantize_(model, Int8WeightOnlyConfig())
-    return model, (torch.randn(1, 16),)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    quantize_(model, config)
+    return model, (torch.randn(1, 64, generator=torch.Generator().manual_seed(3)),)
+
+
+def torchao_int8_weight():
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    return _torchao(Int8WeightOnlyConfig())
+
+
+def torchao_int8_dynamic():
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+    return _torchao(Int8DynamicActivationInt8WeightConfig())
+
+
+def torchao_8da4w():
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerGroup
+
+    return _torchao(Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32)))
+
+
+def torchao_float8():
+    """A torchao scheme no target has an equivalent for."""
+    from torchao.quantization import Float8WeightOnlyConfig
+
+    return _torchao(Float8WeightOnlyConfig())
 
 
 def _bert_config():
@@ -111,3 +136,17 @@ def nested_outputs():
             return {"scores": y, "parts": (y[:, :3].relu(), [y[:, 3:].sigmoid()])}
 
     return Nested().eval(), (torch.randn(1, 4),)
+
+
+def fixed_length():
+    """A model that bakes its sequence length into a reshape: it cannot take a dynamic length."""
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = nn.Linear(12 * 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.reshape(1, 12 * 4))
+
+    return Fixed().eval(), (torch.randn(1, 12, 4),)

@@ -30,6 +30,10 @@ SWIFT_SRC = REPO / "ios_demo/EdgeExportDemo"
 # Kotlin files that read manifest.json (directly or the preprocessing object) and index.json.
 KOTLIN_MANIFEST_READERS = ["ModelPackage.kt", "Preprocess.kt"]
 SWIFT_MANIFEST_READERS = ["ModelPackage.swift"]
+# LLM packages: the manifest (llm-manifest.schema.json) and the golden prompt files, whose keys
+# tests/test_llm_ios.py checks against a real package.
+SWIFT_LLM_MANIFEST_READERS = ["LLMPackage.swift"]
+SWIFT_LLM_GOLDEN_READERS = ["LLMSelfTest.swift"]
 INDEX_KEYS = {"index_version", "models", *INDEX_ENTRY_KEYS}
 # org.json accessors whose first argument is a key.
 JSON_ACCESSOR = re.compile(r"^(get|opt)([A-Z]\w*)?$|^(has|isNull)$")
@@ -66,12 +70,11 @@ def string_value(node) -> str | None:
 
 
 @cache
-def schema() -> dict:
-    return json.loads(resources.files("edge_export").joinpath(
-        "schemas/manifest.schema.json").read_text())
+def schema(name: str = "manifest.schema.json") -> dict:
+    return json.loads(resources.files("edge_export").joinpath(f"schemas/{name}").read_text())
 
 
-def schema_property_names() -> set[str]:
+def schema_property_names(name: str = "manifest.schema.json") -> set[str]:
     names: set[str] = set()
 
     def visit(node) -> None:
@@ -83,7 +86,7 @@ def schema_property_names() -> set[str]:
             for value in node:
                 visit(value)
 
-    visit(schema())
+    visit(schema(name))
     return names
 
 
@@ -180,6 +183,12 @@ def test_swift_manifest_keys_exist_in_the_schema() -> None:
     assert keys - schema_property_names() == set()
 
 
+def test_swift_llm_manifest_keys_exist_in_the_llm_schema() -> None:
+    keys = set().union(*(swift_json_keys(SWIFT_SRC / f) for f in SWIFT_LLM_MANIFEST_READERS))
+    assert {"kind", "artifact", "tokenizer", "generation", "golden", "eos_token_ids", "max_seq_len"} <= keys
+    assert keys - schema_property_names("llm-manifest.schema.json") == set()
+
+
 def test_no_other_app_file_reads_manifest_keys_directly() -> None:
     """Manifest parsing stays in the files checked above (index parsing in ModelIndex)."""
     readers = {*KOTLIN_MANIFEST_READERS, "ModelIndex.kt"}
@@ -187,7 +196,8 @@ def test_no_other_app_file_reads_manifest_keys_directly() -> None:
         if path.name not in readers:
             assert kotlin_json_keys(path) == set(), path.name
     for path in SWIFT_SRC.glob("*.swift"):
-        if path.name not in {*SWIFT_MANIFEST_READERS, "ModelIndex.swift"}:
+        if path.name not in {*SWIFT_MANIFEST_READERS, *SWIFT_LLM_MANIFEST_READERS, *SWIFT_LLM_GOLDEN_READERS,
+                             "ModelIndex.swift"}:
             assert swift_json_keys(path) == set(), path.name
 
 

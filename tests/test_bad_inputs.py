@@ -301,8 +301,8 @@ CASES = [
     # --- models as users hand them over (tests/handed_over.py) ------------------------
     Case("output-not-a-tensor", lambda e: e.export(model=f"{MODELS}:returns_count"), 2,
          ("returns a int at count, not a tensor",)),
-    Case("torchao-quantized-model", lambda e: e.export(model=f"{HANDED}:torchao_int8_weight"), 2,
-         ("torchao-quantized tensor subclasses", "--recipe int8-weight"), slow=True),
+    Case("torchao-unknown-scheme", lambda e: e.export(model=f"{HANDED}:torchao_float8"), 2,
+         ("tensor subclasses edge-export does not carry", "edge-export recipes"), slow=True),
     Case("pt2e-model-requantized", lambda e: e.export("--recipe", "int8-dynamic", model=f"{HANDED}:pt2e",
                                                       target="android"), 2,
          ("already quantized (pt2e)", "would quantize it again"), slow=True),

@@ -11,6 +11,7 @@ import pytest
 
 from edge_export.hashing import artifact_sha256, file_sha256
 from edge_export.package import read_golden_tensor, validate_manifest
+from tests.conftest import DIGITS, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,26 @@ def test_json_shape_and_hashes(digits_all):
         assert artifact.exists()
         assert artifact_sha256(artifact) == (pkg["sha256"], pkg["bytes"])
         assert Path(pkg["path"]) == out / "digits-0.1.0" / f"{pkg['target']}-fp32"
-        assert pkg["latency"]["median_ms"] > 0 and pkg["latency"]["threads"] == 1
+        latency = pkg["latency"]
+        assert 0 < latency["min_ms"] <= latency["median_ms"] <= latency["p90_ms"]
+        assert latency["threads"] == 1 and latency["runs"] == 20 and latency["warmup"] > 0
+        assert latency["busy"] == (latency["load_avg_1m"] > latency["cpu_count"])
+
+
+def test_latency_command_compares_every_package_with_eager_at_the_given_threads(digits_all):
+    _, data, _ = digits_all
+    proc = run_cli("latency", *(p["path"] for p in data["packages"]), "--model", DIGITS,
+                   "--threads", "2", "--runs", "3", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["threads"] == 2 and result["statistic"] == "min_ms"
+    assert [r["label"] for r in result["results"]] == [
+        "android/fp32", "ios/fp32", "tflite/fp32", "pytorch-eager"]
+    for row in result["results"]:
+        assert row["runs"] == 3 and 0 < row["min_ms"] <= row["median_ms"] <= row["p90_ms"]
+        assert row["vs_eager"] == pytest.approx(row["min_ms"] / result["results"][-1]["min_ms"],
+                                                rel=1e-3)
+    assert result["fastest"] in ("android/fp32", "tflite/fp32")  # the MIL reference is left out
 
 
 def test_manifest_is_schema_valid_and_complete(digits_all):

@@ -161,3 +161,16 @@ def test_verify_without_the_runtime_checks_integrity_and_skips_the_golden_rerun(
     (package / "labels.txt").write_text("tampered\n")  # the hashes are still checked
     tampered = _cli(tflite_only, "verify", package, cwd=tmp_path)
     assert tampered.returncode == 1 and "labels.txt" in tampered.stderr, tampered.stderr
+
+
+@pytest.mark.slow
+def test_a_release_of_all_targets_refuses_when_one_is_not_installed(tflite_only, tmp_path):
+    """A release is all or nothing: ``targets = ["all"]`` must not quietly mean "what is installed"."""
+    config = tmp_path / "release.toml"
+    config.write_text(f'version = "1.0.0"\n\n[[models]]\nname = "digits"\nmodel = "{DIGITS}"\n'
+                      'targets = ["all"]\n')
+    proc = _cli(tflite_only, "release", config, "--out", tmp_path / "rel", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "targets 'all' includes android, which is not installed: it needs executorch" in proc.stderr
+    assert 'pip install "edge-export[android]"' in proc.stderr
+    assert not (tmp_path / "rel").exists()

@@ -87,10 +87,45 @@ def test_a_pt2e_model_is_refused_where_it_cannot_be_carried(extra, phrase, tmp_p
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-def test_torchao_tensor_subclasses_are_refused_with_the_recipe_to_use(tmp_path):
-    code, data = export("torchao_int8_weight", tmp_path, "android")
-    assert code == 2
-    assert "torchao-quantized" in data["error"]["message"] and "int8-weight" in data["error"]["message"]
+@pytest.mark.parametrize(("model", "targets", "recipes"), [
+    ("torchao_8da4w", ("all",), {"android": "8da4w", "ios": "int4-weight", "tflite": "8da4w"}),
+    pytest.param("torchao_int8_weight", ("ios", "tflite"), {"ios": "int8-weight", "tflite": "int8-weight"},
+                 marks=pytest.mark.extended),
+    pytest.param("torchao_int8_dynamic", ("android", "tflite"), {"android": "int8-dynamic", "tflite": "int8-dynamic"},
+                 marks=pytest.mark.extended),
+])
+def test_torchao_quantized_models_are_carried_onto_each_targets_scheme(model, targets, recipes, tmp_path):
+    """torchao ``quantize_`` weights (tensor subclasses no exporter traces) ship as each target's
+    recipe of the same scheme, gated against the user's own quantized module."""
+    import numpy as np
+    import torch
+
+    from . import handed_over
+
+    code, data = export(model, tmp_path, *targets)
+    packages = assert_all_passed(code, data, set(recipes))
+    user_model, (example,) = getattr(handed_over, model)()
+    with torch.no_grad():
+        user_out = user_model(example).numpy()
+    for pkg in packages:
+        assert pkg["recipe"] == recipes[pkg["target"]]
+        m = manifest(pkg)
+        scheme = model.removeprefix("torchao_").replace("_", "-")
+        assert m["source"]["compression"]["quantization"] == f"torchao:{scheme}"
+        # parity's reference is the user's torchao module, not a float copy of it
+        golden = np.fromfile(Path(pkg["path"]) / m["golden"]["samples"][0]["outputs"]["output"], "<f4")
+        np.testing.assert_allclose(golden.reshape(user_out.shape), user_out, rtol=0, atol=1e-6)
+        assert pkg["bytes"] < 0.6 * 4 * (64 * 64 + 64 * 10) + 4096, "weights are stored quantized"
+
+
+@pytest.mark.parametrize(("model", "target", "phrase"), [
+    ("torchao_int8_weight", "android", "target android cannot carry a torchao:int8-weight model"),
+    ("torchao_float8", "android", "tensor subclasses edge-export does not carry"),
+])
+def test_torchao_schemes_a_target_cannot_carry_are_refused(model, target, phrase, tmp_path):
+    code, data = export(model, tmp_path, target)
+    assert code == 2 and phrase in data["error"]["message"], data
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_a_transformers_classifier_as_it_comes(tmp_path):

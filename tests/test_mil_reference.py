@@ -192,7 +192,7 @@ def _step(out_shape: tuple[int, ...] | None = None) -> Any:
     return registry.Step("test", "test", elementwise._identity, (), ("y",), (np.dtype(np.float32),), (out_shape,))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rank=st.sampled_from([1, 2, 3]),
     groups=st.sampled_from([1, 2, 4]),
@@ -202,11 +202,13 @@ def _step(out_shape: tuple[int, ...] | None = None) -> Any:
     pad=st.integers(0, 2),
     size=st.integers(5, 8),
     pad_type=st.sampled_from(["custom", "valid", "same"]),
+    c_out=st.sampled_from([4, 8]),  # 4 with groups=4: depthwise (its own code path)
 )
-def test_conv_kernel_matches_torch(rank, groups, k, stride, dilation, pad, size, pad_type) -> None:
+def test_conv_kernel_matches_torch(rank, groups, k, stride, dilation, pad, size, pad_type,
+                                   c_out) -> None:
     x = randn(2, 4, *[size] * rank)
-    w = randn(8, 4 // groups, *[k] * rank, seed=1)
-    b = randn(8, seed=2)
+    w = randn(c_out, 4 // groups, *[k] * rank, seed=1)
+    b = randn(c_out, seed=2)
     if pad_type == "same":
         stride = 1
         total = (k - 1) * dilation
@@ -886,6 +888,29 @@ def test_slice_update_ios18(conv: Converter, ct: Any) -> None:
     want[:, 1:3, 0:6:2] = y[:, :2, :3]
     (got,) = program.run(dict(zip(program.input_names, (x, y)))).values()
     np.testing.assert_allclose(got, want)
+
+
+def test_slice_update_at_a_runtime_position(conv: Converter, ct: Any) -> None:
+    """The KV-cache write of a stateful LLM: begin/end computed from an int32 input, as
+    ``cache[:, :, start:start + n] = k`` converts; numpy slice assignment is the reference."""
+    from coremltools.converters.mil import Builder as mb
+
+    def build(cache: Any, update: Any, start: Any) -> Any:
+        zero = np.zeros(1, np.int32)
+        begin = mb.concat(values=[zero, zero, start, zero], axis=0)
+        end = mb.concat(values=[np.ones(1, np.int32), np.full(1, 2, np.int32), mb.add(x=start, y=np.int32(3)),
+                                np.full(1, 4, np.int32)], axis=0)
+        return mb.slice_update(x=cache, update=update, begin=begin, end=end)
+
+    specs = [mb.TensorSpec(shape=(1, 2, 8, 4)), mb.TensorSpec(shape=(1, 2, 3, 4)),
+             mb.TensorSpec(shape=(1,), dtype=ct.converters.mil.mil.types.int32)]
+    program = conv.mil(build, specs, target="iOS18")
+    cache, update = randn(1, 2, 8, 4).numpy(), randn(1, 2, 3, 4, seed=1).numpy()
+    for start in (0, 2, 5):
+        want = cache.copy()
+        want[:, :, start:start + 3] = update
+        (got,) = program.run(dict(zip(program.input_names, (cache, update, np.array([start], np.int32))))).values()
+        np.testing.assert_array_equal(got, want)
 
 
 def test_scaled_dot_product_attention_ios18(conv: Converter) -> None:

@@ -94,6 +94,7 @@ def test_cache_key_changes_with_each_component() -> None:
         "accuracy gate": _key(_job(max_accuracy_drop=0.5)),
         "parity inputs": _key(_job(parity_inputs_from="validation-data")),
         "tool versions": _key(exporter=NewerTool()),
+        "latency threads": _key(_job(threads=2)),
     }
     assert base not in variants.values()
     assert len(set(variants.values())) == len(variants)

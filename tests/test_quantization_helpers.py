@@ -89,3 +89,36 @@ def test_coreml_int8_static_keeps_a_requantizing_flatten(tmp_path):
         (got,) = run([x.numpy()])
         noise = ((got.reshape(expected.shape) - expected) ** 2).sum()
         assert 10 * np.log10((expected ** 2).sum() / max(noise, 1e-30)) > 30.0
+
+
+class IntegerIndexArithmetic(nn.Module):
+    """``arange(n) + 1`` used as an index, as transformers builds attention masks: PT2E's
+    XNNPACK transform made the scalar a float constant, so the index became float."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = torch.arange(x.shape[-1]) + 1
+        return self.fc(x)[:, idx % x.shape[-1]]
+
+
+def test_pt2e_keeps_integer_scalars_integer():
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    from edge_export.quantization import run_pt2e
+
+    x = torch.randn(1, 8)
+    program = torch.export.export(IntegerIndexArithmetic().eval(), (x,))
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    quantized = run_pt2e(program, quantizer, [(x,)])  # raised IndexError before the fix
+    with torch.no_grad():
+        expected = program.module()(x)
+        got = quantized(x)
+    assert got.shape == expected.shape
+    assert torch.nn.functional.cosine_similarity(got, expected).item() > 0.99

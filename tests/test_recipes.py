@@ -131,6 +131,22 @@ def test_matrix_matches_the_issue_table():
     assert all(len(row) == 3 for row in matrix.values())
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_shipped_recipes_match_the_schema(target):
+    """Runs parse the shipped recipes without jsonschema (a startup cost); here they are
+    validated exactly as a user's recipe file is."""
+    from importlib import resources
+
+    from edge_export.recipe import parse_recipe
+
+    folder = resources.files("edge_export.recipes").joinpath(target)
+    shipped = [e for e in folder.iterdir() if e.name.endswith(".toml")]
+    assert len(shipped) >= 8
+    for entry in shipped:
+        validated = parse_recipe(entry.read_text(encoding="utf-8"), entry.name, validate=True)
+        assert validated == builtin_recipes(target)[validated.name]
+
+
 def test_calibration_required(tmp_path):
     result = CliRunner().invoke(cli, ["--model", DIGITS, "--target", "android", "--recipe", "int8-static",
                                       "--out", str(tmp_path)])

@@ -89,3 +89,12 @@ def test_slice_table_has_every_model_and_target_and_the_plain_cnn_passes(tmp_pat
     for name in RUN.SLICE:
         assert table.count(f"| `{name}` |") == 2  # the coverage row and the latency row
     assert report["totals"]["android"]["total"] == len(RUN.SLICE)
+
+
+def test_latency_lags_compare_device_runtimes_only() -> None:
+    row = {"targets": {"android": {"latency_ms": 3.0, "runtime": "executorch"},
+                       "ios": {"latency_ms": 60.0, "runtime": "mil-reference"},
+                       "tflite": {"latency_ms": 6.0, "runtime": "litert"}}}
+    assert RUN.lags(row) == ["tflite 2.0× android"]
+    row["targets"]["tflite"]["latency_ms"] = 4.4  # 1.47x: within the 1.5x tolerance
+    assert RUN.lags(row) == []

@@ -8,6 +8,12 @@ load or export) counts against every target. Writes ``coverage.json`` and ``COVE
     .venv/bin/python zoo/run.py                       # the full zoo into docs/
     .venv/bin/python zoo/run.py --slice --out-dir /tmp/cov
     .venv/bin/python zoo/run.py --models bert,llama --timeout 300
+    .venv/bin/python zoo/run.py --latency --models small_cnn,efficientnet_lite0,vit
+                                                      # docs/LATENCY.md only
+
+Host latency comes from ``edge-export latency`` on the packages of each run: three
+warm-up runs, then every artifact and PyTorch eager interleaved, one thread, min /
+median / p90 with the load average; tables show the min (what other load disturbs least).
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +40,9 @@ SLICE = ("small_cnn", "bert", "llama", "pruned_unstructured", "all_minilm_l6_v2"
 # A whole-run exit code names what happened to every target.
 RUN_RESULT = {1: "failed", 2: "refused", 3: "error"}
 MARK = {"passed": "✅", "failed": "❌", "error": "💥", "refused": "⛔", "not-run": "⚪"}
-EAGER_RUNS = 20
+LATENCY_RUNS = 20
+LAG = 1.5  # a runtime this many times slower than another on the same model gets a note
+NOTES_MARKER = "<!-- notes: kept when the table is regenerated -->"
 CELL_CAUSE_CHARS = 110  # the table's cell; coverage.json keeps the whole line
 
 
@@ -67,8 +74,9 @@ def target_row(package: dict) -> dict[str, Any]:
         "worst_cosine": worst_cosine(parity),
         "bytes": package.get("bytes"),
         "seconds": round(sum(timings.values()), 2) if timings else None,
-        "latency_ms": latency.get("median_ms"),
+        "latency_ms": latency.get("min_ms"),
         "runtime": parity.get("runtime") or "",
+        "path": package.get("path"),
         "cause": "" if status == "passed" else one_line(parity.get("reason")) or status,
     }
 
@@ -88,25 +96,41 @@ def rows_from_run(stdout: str, returncode: int) -> dict[str, dict[str, Any]]:
 
 
 def eager_latency_ms(name: str) -> float | None:
-    """Median PyTorch eager latency on one thread, like the CLI's artifact latency."""
+    """PyTorch eager on one thread, min after warm-up (edge_export.latency), in this process."""
     import torch
+
+    from edge_export.latency import limit_threads, single
 
     try:
         module, inputs = _zoo()[name].build()  # already in eval mode (PT2E ones refuse .eval())
     except Exception:  # noqa: BLE001 - the builder's failure already shows in the CLI row
         return None
-    torch.set_num_threads(1)
-    times = []
+    limit_threads(1)
     with torch.no_grad():
-        for i in range(EAGER_RUNS + 3):
-            start = time.perf_counter()
-            module(*inputs)
-            if i >= 3:
-                times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 4)
+        return single(lambda: module(*inputs), runs=LATENCY_RUNS)["min_ms"]
 
 
-def run_model(name: str, out: Path, timeout: float) -> dict[str, Any]:
+def measure_latency(name: str, targets: dict[str, dict]) -> dict[str, Any]:
+    """``edge-export latency`` on the passing packages and the model in eager, interleaved.
+    Fills each target's ``latency_ms`` (the min) and returns the whole measurement."""
+    paths = [c["path"] for c in targets.values() if c["result"] == "passed" and c.get("path")]
+    cmd = [str(CLI), "latency", *paths, "--model", f"{MODELS_FILE}:{name}", "--threads", "1",
+           "--runs", str(LATENCY_RUNS), "--json"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    if proc.returncode != 0 or not paths:
+        return {"error": one_line(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                                  else f"exit {proc.returncode}")}
+    result = json.loads(proc.stdout)
+    for row in result["results"]:
+        if row["target"] in targets:
+            targets[row["target"]]["latency_ms"] = row.get("min_ms")
+    return result
+
+
+def run_model(name: str, out: Path, timeout: float, interleaved: bool = False) -> dict[str, Any]:
+    """Export to every target through the CLI; with ``interleaved``, then time the packages
+    that passed and eager side by side (``edge-export latency``)."""
     cmd = [str(CLI), "--model", f"{MODELS_FILE}:{name}", "--target", "all", "--json",
            "--jobs", "1", "--no-cache", "--name", name.replace("_", "-"), "--out", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -119,7 +143,13 @@ def run_model(name: str, out: Path, timeout: float) -> dict[str, Any]:
         timed_out = {"result": "error", "worst_cosine": None, "bytes": None, "seconds": None,
                      "latency_ms": None, "runtime": "", "cause": f"timed out after {timeout:.0f} s"}
         targets = {t: dict(timed_out) for t in TARGETS}
-    return {"wall_seconds": round(time.perf_counter() - start, 1), "targets": targets}
+    wall = round(time.perf_counter() - start, 1)
+    if not interleaved:  # the coverage table: each package's own latency from the export
+        return {"wall_seconds": wall, "targets": targets, "eager_latency_ms": eager_latency_ms(name)}
+    latency = measure_latency(name, targets)
+    eager = next((r for r in latency.get("results", []) if r["target"] == "pytorch"), {})
+    return {"wall_seconds": wall, "targets": targets, "latency": latency,
+            "eager_latency_ms": eager.get("min_ms")}
 
 
 def totals(rows: list[dict]) -> dict[str, dict[str, Any]]:
@@ -215,16 +245,57 @@ def render_markdown(report: dict) -> str:
     for cause in report["failure_causes"]:
         where = ", ".join(cause["where"][:6]) + (" …" if len(cause["where"]) > 6 else "")
         lines.append(f"| {cause['count']} | {cause['cause'].replace('|', '/')} | {where} |")
-    lines += ["", "## Host latency (ms, median of the CLI's runs, 1 thread)", "",
-              "Measured while other work shared the machine: compare targets within a row, "
-              "not across runs. ios runs on the MIL reference executor (numpy), not Core ML, "
-              "so `fastest` compares android and tflite only.", "",
+    lines += ["", "## Host latency (ms, min of 20 runs after warm-up, 1 thread)", "",
+              "Each package's latency as its export measured it, eager in the runner; the min is "
+              "what other load on the machine disturbs least. ios runs on the MIL reference "
+              "executor (numpy), not Core ML, so `fastest` compares android and tflite only. "
+              "docs/LATENCY.md compares targets interleaved, with median, p90 and the load.", "",
               "| model | eager | " + " | ".join(TARGETS) + " | fastest |",
               "|---|---|" + "---|" * len(TARGETS) + "---|"]
     for row in rows:
         cells = " | ".join(_ms(row["targets"][t]["latency_ms"]) for t in TARGETS)
         lines.append(f"| `{row['name']}` | {_ms(row['eager_latency_ms'])} | {cells} | "
                      f"{fastest(row)} |")
+    return "\n".join(lines) + "\n"
+
+
+def lags(row: dict) -> list[str]:
+    """Pairs of device runtimes on this model where one is > LAG times slower (by min)."""
+    timed = {t: c["latency_ms"] for t, c in row["targets"].items()
+             if c["latency_ms"] and c["runtime"] != "mil-reference"}
+    slow = [(a, b, timed[a] / timed[b]) for a in timed for b in timed if timed[a] > LAG * timed[b]]
+    return [f"{a} {ratio:.1f}× {b}" for a, b, ratio in slow]
+
+
+def render_latency(report: dict) -> str:
+    meta, rows = report["measured_on"], report["models"]
+    lines = ["# Host latency per model and target", "",
+             f"Measured on commit `{meta['commit']}` ({meta['date']}, {meta['machine']}) by "
+             "`zoo/run.py --latency` (`make zoo-latency`): each model exported fp32 to every target "
+             "by the CLI, then `edge-export latency PACKAGES --model SPEC --threads 1`: 3 warm-up "
+             f"runs, then {LATENCY_RUNS} runs of every artifact and of PyTorch eager, interleaved. "
+             "Cells: **min** ms (what other load disturbs least) · median · p90, and min / eager. "
+             "ios runs on the MIL reference executor (numpy) on Linux: a correctness tool, not "
+             "Core ML, so `fastest` leaves it out. `load` is the 1-minute load average during the "
+             "measurement (cores in the header): above the core count, medians and p90 are "
+             "disturbed, the min much less.", "",
+             "| model | eager | " + " | ".join(TARGETS) + " | fastest | lags > 1.5× | load |",
+             "|---|---|" + "---|" * len(TARGETS) + "---|---|---|"]
+    for row in rows:
+        latency = row.get("latency") or {}
+        by_target = {r["target"]: r for r in latency.get("results", [])}
+
+        def cell(r: dict | None) -> str:
+            if not r or r.get("min_ms") is None:
+                return "–"
+            ratio = f" ({r['vs_eager']:.2f}×)" if "vs_eager" in r and r["target"] != "pytorch" else ""
+            return f"**{r['min_ms']:.3f}**{ratio} · {r['median_ms']:.3f} · {r['p90_ms']:.3f}"
+
+        cells = " | ".join(cell(by_target.get(t)) if row["targets"][t]["result"] == "passed"
+                           else row["targets"][t]["result"] for t in TARGETS)
+        lines.append(f"| `{row['name']}` | {cell(by_target.get('pytorch'))} | {cells} | "
+                     f"{fastest(row)} | {', '.join(lags(row)) or '–'} | "
+                     f"{latency.get('load_avg_1m', '–')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -245,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per model")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs",
                         help="where coverage.json and COVERAGE.md go")
+    parser.add_argument("--latency", action="store_true",
+                        help="write only the latency table (LATENCY.md, latency.json), not the "
+                             "coverage files: for a subset of the zoo")
     args = parser.parse_args(argv)
     zoo = _zoo()
     names = (args.models.split(",") if args.models else list(SLICE) if args.slice
@@ -257,8 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edge-export-zoo-") as out:
         for name in names:
             row = {"name": name, "architecture": zoo[name].architecture, "kind": zoo[name].kind,
-                   **run_model(name, Path(out), args.timeout),
-                   "eager_latency_ms": eager_latency_ms(name)}
+                   **run_model(name, Path(out), args.timeout, interleaved=args.latency)}
             rows.append(row)
             print(f"{name:24s} " + "  ".join(f"{t}={row['targets'][t]['result']}"
                                              for t in TARGETS)
@@ -266,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     report = {"measured_on": measured_on, "targets": list(TARGETS), "models": rows,
               "totals": totals(rows), "failure_causes": top_causes(rows)}
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.latency:
+        (args.out_dir / "latency.json").write_text(json.dumps(report, indent=2) + "\n")
+        path = args.out_dir / "LATENCY.md"
+        notes = path.read_text().partition(NOTES_MARKER)[2] if path.exists() else "\n"
+        path.write_text(render_latency(report) + "\n" + NOTES_MARKER + notes)
+        return 0
     (args.out_dir / "coverage.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out_dir / "COVERAGE.md").write_text(render_markdown(report))
     return 0

@@ -51,9 +51,12 @@ class LLMBackend(abc.ABC):
     artifact_name: str
     format: str
     runtime_name: str
+    compute_precisions: tuple[str, ...] = ("float32",)  # what a recipe's ``compute`` may ask for
 
     def refusal(self, recipe: LLMRecipe) -> str | None:
         """Why this target cannot build ``recipe``, or None when it can."""
+        if recipe.compute not in self.compute_precisions:
+            return f"{self.target} computes in {' or '.join(self.compute_precisions)} only"
         return None
 
     def quantize(self, model: Any, recipe: LLMRecipe) -> Any:

@@ -51,7 +51,7 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
     recipes = [load_recipe(r) for r in opts.recipes]
     for backend in backends.values():
         for recipe in recipes:
-            if (reason := backend.refusal(recipe)) is not None:
+            if (reason := backend.refusal(recipe.for_target(backend.target))) is not None:
                 raise UsageError(f"{backend.target} cannot build recipe {recipe.name}: {reason}")
     lm = load_lm(opts.model)
     check_context(lm, opts.max_context)
@@ -66,9 +66,11 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
                       bos_id=bos, eos_ids=eos, vocab_size=int(lm.config.vocab_size))
     refs = _references(lm, tokenizer, spec, max(r.greedy_steps for r in recipes))
     results, code = [], EXIT_OK
-    for recipe in recipes:
-        model = lm.model if not recipe.quantized else load_lm(opts.model).model  # quantized in place
+    for generic in recipes:
         for backend in backends.values():
+            recipe = generic.for_target(backend.target)  # the [targets.<target>] overrides applied
+            # each backend quantizes in place with its own scheme: a fresh float copy each time
+            model = lm.model if not recipe.quantized else load_lm(opts.model).model
             log(f"{backend.target}-{recipe.name}: quantizing, exporting and verifying ...")
             result = _build_one(lm, model, backend, recipe, spec, refs, tokenizer, opts)
             log(f"{backend.target}-{recipe.name}: {result['status']} -> {result['path']}"
@@ -119,7 +121,7 @@ def _build_in(staged: Path, lm: LoadedLM, model: Any, backend: LLMBackend, recip
     t0 = time.perf_counter()
     artifact_greedy = [ev.greedy(session, p, recipe.greedy_steps) for p in refs.prompts]
     artifact_logits = ev.teacher_forced(session, refs.windows)
-    if recipe.quantized:
+    if not recipe.exact:
         ev.quantized_gates(report, recipe, refs.windows, refs.float_logits,
                            ev.teacher_forced(reference, refs.windows), artifact_logits)
         reference_greedy = [ev.greedy(reference, p, recipe.greedy_steps) for p in refs.prompts]

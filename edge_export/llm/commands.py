@@ -16,7 +16,7 @@ from edge_export.cli import EXIT_CODES_HELP, _check_package_id
 @click.option("--target", "targets", multiple=True, default=("android",), show_default=True,
               help="LLM target (repeatable; 'all' for every installed LLM backend).")
 @click.option("--recipe", "recipes", multiple=True, default=("fp32",), show_default=True,
-              metavar="fp32|8bit|4bit|FILE.toml", help="LLM recipe (repeatable).")
+              metavar="fp32|fp16|8bit|4bit|FILE.toml", help="LLM recipe (repeatable).")
 @click.option("--max-context", type=click.IntRange(2, 1 << 20), default=512, show_default=True,
               help="Static KV-cache positions (prompt + generated tokens).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)

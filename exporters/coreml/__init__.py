@@ -11,9 +11,10 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
+    import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, Toolchain, package_version
 
@@ -33,18 +34,15 @@ class CoreMLExporter(Exporter):
     toolchain = Toolchain("ios", ("coremltools", "executorch", "torchao"))
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
-        import torch
-
         ct = coremltools()
         precision = recipe.param("compute_precision", "float32")
-        program = prepared.program
-        if not isinstance(program, torch.export.ExportedProgram):  # quantized in PyTorch
-            program = torch.export.export(program, prepared.example_inputs)
-        program = decompose_for_coreml(program)  # what coremltools lacks, nothing it fuses
+        program = decompose_for_coreml(prepared.exported())  # what coremltools lacks, nothing it fuses
         mlmodel = ct.convert(
             program,
-            inputs=[ct.TensorType(name=n, shape=tuple(t.shape))
-                    for n, t in zip(prepared.input_names, prepared.example_inputs, strict=True)],
+            inputs=[ct.TensorType(name=n, shape=_shape(ct, t, spec))
+                    for n, t, spec in zip(prepared.input_names, prepared.example_inputs,
+                                          prepared.input_specs or [None] * len(prepared.input_names),
+                                          strict=True)],
             outputs=[ct.TensorType(name=n) for n in prepared.output_names],
             convert_to="mlprogram",
             compute_precision=(ct.precision.FLOAT16 if precision == "float16"
@@ -55,14 +53,9 @@ class CoreMLExporter(Exporter):
         )
         if prepared.post_convert is not None:
             mlmodel = prepared.post_convert(mlmodel)
-        for key in VOLATILE_METADATA:  # wall-clock data would make packages non-reproducible
-            mlmodel.user_defined_metadata.pop(key, None)
+        drop_volatile_metadata(mlmodel)
         mlmodel.save(str(dest))
-        # Protobuf maps serialise in arbitrary order; rewrite the spec deterministically.
-        spec_file = dest / "Data" / "com.apple.CoreML" / "model.mlmodel"
-        spec_file.write_bytes(mlmodel.get_spec().SerializeToString(deterministic=True))
-        _stabilise_manifest(dest)
-        _stabilise_spec(dest)
+        stabilise_package(dest)
 
     def preflight(self, program: Any) -> dict[str, list[str]]:
         from .preflight import not_convertible
@@ -74,10 +67,16 @@ class CoreMLExporter(Exporter):
         if sys.platform != "darwin":
             from . import mil  # noqa: F401
 
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
-        if sys.platform == "darwin":
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        import numpy as np
+
+        if sys.platform == "darwin":  # Core ML schedules its own threads: not settable
             return "coreml", _coreml_runner(artifact)
+        from edge_export.latency import limit_threads
+
         from . import mil
+
+        limit_threads(threads)  # numpy's BLAS/OpenMP pools run the reference executor
 
         program = mil.load(artifact)
         missing = program.unsupported_ops()
@@ -101,7 +100,17 @@ class CoreMLExporter(Exporter):
                 "compute_precision": recipe.param("compute_precision", "float32")}
 
 
+def _shape(ct: Any, example: Any, spec: Any) -> Any:
+    """The example's shape, with a ``RangeDim`` at each declared dynamic dimension."""
+    shape: list[Any] = list(example.shape)
+    for d in getattr(spec, "dynamic", ()):
+        shape[d.dim] = ct.RangeDim(lower_bound=d.min, upper_bound=d.max, default=shape[d.dim])
+    return ct.Shape(shape) if spec is not None and spec.dynamic else tuple(shape)
+
+
 def _coreml_runner(artifact: Path) -> Runner:
+    import numpy as np
+
     ct = coremltools()
     model = ct.models.MLModel(str(artifact), compute_units=ct.ComputeUnit.CPU_ONLY)
     spec = model.get_spec()
@@ -113,6 +122,18 @@ def _coreml_runner(artifact: Path) -> Runner:
         return [np.asarray(out[name]) for name in out_names]
 
     return run
+
+
+def drop_volatile_metadata(mlmodel: Any) -> None:
+    for key in VOLATILE_METADATA:  # wall-clock data would make packages non-reproducible
+        mlmodel.user_defined_metadata.pop(key, None)
+
+
+def stabilise_package(package: Path) -> None:
+    """Make a saved ``.mlpackage`` byte-reproducible: deterministic spec serialisation and
+    package item names derived from paths (shared with the LLM backend)."""
+    _stabilise_manifest(package)
+    _stabilise_spec(package)
 
 
 def _stabilise_spec(package: Path) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import maybe_bias_corrected, run_pt2e, torch_callable
+from edge_export.quantization import keep_float_modules, maybe_bias_corrected, run_pt2e, torch_callable
 
 SCHEMES = SchemeTable()
 
@@ -103,7 +103,7 @@ def palettize(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(program, post_convert=compress)
 
 
-@SCHEMES.register("pt2e-coreml")
+@SCHEMES.register("pt2e-coreml", keep_float=True)
 def pt2e_coreml(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     """int8 weights + calibrated int8 activations (quantize/dequantize in the ML Program)."""
     import torch
@@ -117,7 +117,10 @@ def pt2e_coreml(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         quantization_scheme="symmetric" if recipe.param("symmetric", True) else "affine",
         activation_dtype=torch.quint8, weight_dtype=torch.qint8,
         weight_per_channel=recipe.param("granularity", "per-channel") == "per-channel",
-        activation_observer=observer))
+        activation_observer=observer),
+        # None: CoreMLQuantizer leaves every node under that module path unannotated (float).
+        module_name_configs=dict.fromkeys(
+            keep_float_modules(recipe.param("keep_float", []), program.module())))
     # CoreMLQuantizer's qint8 weights: symmetric per-channel over [-128, 127].
     program = maybe_bias_corrected(program, recipe, ctx.calibration, (-128, 127))
     with _fast_pattern_tracing():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
+    import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
@@ -23,13 +24,10 @@ class ExecuTorchExporter(Exporter):
     toolchain = Toolchain("android", ("executorch", "torchao"))
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
-        import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        program = prepared.program
-        if not isinstance(program, torch.export.ExportedProgram):  # quantized in PyTorch
-            program = torch.export.export(program, prepared.example_inputs)
+        program = prepared.exported()
         with skip_unmatchable_patterns():
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         dest.write_bytes(edge.to_executorch().buffer)
@@ -45,10 +43,17 @@ class ExecuTorchExporter(Exporter):
         from executorch.backends.xnnpack.partition import xnnpack_partitioner  # noqa: F401
         from executorch.exir import to_edge_transform_and_lower  # noqa: F401
 
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
         import executorch.kernels.quantized  # noqa: F401 - registers q/dq ops left outside XNNPACK
+        import numpy as np
         import torch
+        from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
+
+        # XNNPACK's pool is process-wide and defaults to one thread per core, whatever
+        # torch's setting: without this, "1 thread" latency ran on every core.
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
 
         method = Runtime.get().load_program(str(artifact)).load_method("forward")
 

@@ -14,7 +14,13 @@ from typing import Any
 
 from edge_export.errors import UsageError
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import keep_float_filter, maybe_bias_corrected, run_pt2e, torch_callable
+from edge_export.quantization import (
+    keep_float_filter,
+    keep_float_modules,
+    maybe_bias_corrected,
+    run_pt2e,
+    torch_callable,
+)
 
 from .quantizer import fused_clamp_quantizer
 
@@ -26,7 +32,7 @@ def float32(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(program)
 
 
-@SCHEMES.register("pt2e-xnnpack")
+@SCHEMES.register("pt2e-xnnpack", keep_float=True)
 def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         get_symmetric_quantization_config,
@@ -51,7 +57,7 @@ def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(quantized, reference=torch_callable(quantized))
 
 
-@SCHEMES.register("torchao-8da4w")
+@SCHEMES.register("torchao-8da4w", keep_float=True)
 def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     """int8 dynamic activations + int4 grouped weights on Linear layers (torchao)."""
     import torch
@@ -65,7 +71,13 @@ def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     if not any(m.in_features % group == 0 for m in linears):
         raise UsageError(f"recipe {recipe.name}: no Linear layer has in_features divisible by "
                          f"the group size {group}", hint="use int8-dynamic for this model")
+    keep = keep_float_modules(recipe.param("keep_float", []), program.module())
+
+    def chosen(m: Any, fqn: str) -> bool:
+        kept = any(fqn == k or fqn.startswith(k + ".") for k in keep)
+        return isinstance(m, torch.nn.Linear) and m.in_features % group == 0 and not kept
+
     quantize_(module, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
                                                            weight_granularity=PerGroup(group)),
-              filter_fn=lambda m, _fqn: isinstance(m, torch.nn.Linear) and m.in_features % group == 0)
+              filter_fn=chosen)
     return Prepared(module, reference=torch_callable(module))

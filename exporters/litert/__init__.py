@@ -6,9 +6,10 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
+    import numpy as np
 
 from edge_export.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
@@ -22,6 +23,10 @@ class LiteRTExporter(Exporter):
     runtime_name = "litert"
     schemes = SCHEMES
     toolchain = Toolchain("tflite", ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"))
+    # Measured with litert-torch 0.10.0: a dynamic sequence length fails in its int64->int32
+    # rewrite of arange, a dynamic batch in its JAX lowering (non-concrete shapes).
+    dynamic_dims_refusal = ("litert-torch 0.10 cannot lower dynamic dimensions (its arange rewrite and "
+                            "JAX lowering need concrete sizes)")
 
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         import litert_torch
@@ -45,10 +50,11 @@ class LiteRTExporter(Exporter):
         import litert_torch  # noqa: F401
         from ai_edge_litert import interpreter  # noqa: F401
 
-    def load_runtime(self, artifact: Path) -> tuple[str, Runner]:
+    def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
+        import numpy as np
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(artifact), num_threads=1)
+        interpreter = Interpreter(model_path=str(artifact), num_threads=threads)
         (key, signature), = interpreter.get_signature_list().items()
         runner = interpreter.get_signature_runner(key)
         in_details = runner.get_input_details()

@@ -8,6 +8,7 @@ activation ranges (15-19 dB vs 30-40 dB SNR in our measurements).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -45,24 +46,39 @@ def float16_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(program, post_convert=_quantize_with(recipe_fn))
 
 
-@SCHEMES.register("aeq-weights")
+@SCHEMES.register("aeq-weights", keep_float=True)
 def aeq_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
-    """Dynamic / weight-only recipes: AEQ's named recipe for the declared parameters."""
+    """Dynamic / weight-only recipes: AEQ's named recipe for the declared parameters, with
+    NO_QUANTIZE on the ops of the ``keep_float`` modules."""
     key = (recipe.param("activations", "float"), recipe.param("bits", 8),
            recipe.param("granularity", "per-channel"))
     name = AEQ_RECIPES[key]
+    keep_regexes = scope_regexes(recipe.param("keep_float", []), program.module())
 
-    def recipe_fn() -> Any:
+    def quantize(model: bytes) -> bytes:
+        from ai_edge_quantizer import qtyping, quantizer, recipe_manager
         from ai_edge_quantizer import recipe as aeq_recipes
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-        return getattr(aeq_recipes, name)()
+        manager = recipe_manager.RecipeManager()
+        manager.load_quantization_recipe(getattr(aeq_recipes, name)())
+        for regex in keep_float_scopes(model, keep_regexes):  # last: the latest match wins
+            manager.add_quantization_config(regex=regex,
+                                            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
+        result = quantizer.Quantizer(model, manager.get_quantization_recipe()).quantize(
+            enable_progress_report=False)
+        return bytes(result.quantized_model)
 
-    return Prepared(program, post_convert=_quantize_with(recipe_fn))
+    return Prepared(program, post_convert=quantize)
 
 
-@SCHEMES.register("aeq-static")
+@SCHEMES.register("aeq-static", keep_float=True)
 def aeq_static(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
-    """Calibrated int8 weights and activations, float32 model inputs/outputs."""
+    """Calibrated int8 weights and activations, float32 model inputs/outputs; ops of the
+    ``keep_float`` modules are left float (NO_QUANTIZE on their scope)."""
+    keep_regexes = scope_regexes(recipe.param("keep_float", []), program.module())
+
     def quantize(model: bytes) -> bytes:
         from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe_manager
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -74,6 +90,9 @@ def aeq_static(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
                                   activation_num_bits=8, weight_num_bits=8)
         for virtual in (ops.INPUT, ops.OUTPUT):
             manager.add_quantization_config(regex=".*", operation_name=virtual,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
+        for regex in keep_float_scopes(model, keep_regexes):  # last: the latest match wins
+            manager.add_quantization_config(regex=regex, operation_name=ops.ALL_SUPPORTED,
                                             algorithm_key=AlgorithmName.NO_QUANTIZE)
         qt = quantizer.Quantizer(model, manager.get_quantization_recipe())
         update = (qsv_utils.min_max_update if recipe.param("observer", "minmax") == "minmax"
@@ -88,6 +107,58 @@ def aeq_static(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     # AEQ's int8 weights are symmetric narrow-range: [-127, 127].
     program = maybe_bias_corrected(program, recipe, ctx.calibration, (-127, 127))
     return Prepared(program, post_convert=quantize)
+
+
+def scope_regexes(patterns: list[str], graph_module: Any) -> list[str]:
+    """Regexes for the tensor names of the modules ``patterns`` match.
+
+    litert-torch names each tensor by the module hierarchy of the node that produced it
+    (``Root/Type_attr/Type_attr;``, litert_torch/backend/debuginfo/_build.py; fused ops
+    join their nodes' names with ``;``), so a module's hierarchy string, at a name
+    boundary and followed by ``/`` (a child) or ``;`` (the module itself), names exactly
+    that module's tensors."""
+    from edge_export.quantization import keep_float_modules, module_stacks
+
+    stacks = module_stacks(graph_module)
+    regexes = []
+    for path in keep_float_modules(patterns, graph_module):
+        hierarchy = "/".join(_type_name(kind) + (f"_{name.split('.')[-1]}" if name else "")
+                             for name, kind in stacks[path])
+        regexes.append(f"(?:^|;){re.escape(hierarchy)}[/;]")
+    return regexes
+
+
+def keep_float_scopes(model: bytes, name_regexes: list[str]) -> list[str]:
+    """AEQ recipe regexes (exact op scopes) for the ops of the kept modules. AEQ matches an
+    op by its output tensor names, but a layer feeding a model output has its output named
+    after the signature (``serving_default_output_0``); so an op belongs to a module when its
+    outputs *or its constant inputs* (weights, bias) carry the module's name - never its
+    activation inputs, which name the layer before it."""
+    if not name_regexes:
+        return []
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+    flat = tfl.read_model(model)
+    scopes: list[str] = []
+    for subgraph in flat.subgraphs:
+        tensors = subgraph.tensors
+        for op in subgraph.operators:
+            const = [i for i in op.inputs if i != -1 and _is_constant(flat, tensors[i])]
+            names = [tfl.get_tensor_name(tensors[i]) + ";" for i in [*op.outputs, *const] if i != -1]
+            if any(re.search(rx, n) for rx in name_regexes for n in names):
+                scope = f"^{re.escape(tfl.get_op_scope(op, tensors))}$"
+                if scope not in scopes:
+                    scopes.append(scope)
+    return scopes
+
+
+def _is_constant(flat: Any, tensor: Any) -> bool:
+    data = flat.buffers[tensor.buffer].data if tensor.buffer < len(flat.buffers) else None
+    return data is not None and len(data) > 0
+
+
+def _type_name(kind: Any) -> str:
+    return kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _quantize_with(recipe_fn: Callable[[], Any]) -> Callable[[bytes], bytes]:

@@ -47,6 +47,11 @@ struct ContentView: View {
                     Button("Run self-test") { model.selfTest() }.disabled(model.busy || model.package == nil)
                     if let report = model.report { ReportView(report: report) }
                 }
+                if #available(iOS 18.0, *) {
+                    Section("Language models") {
+                        NavigationLink("Text generation (stateful Core ML)") { LLMView() }
+                    }
+                }
                 Text(model.status).font(.footnote)
             }
             .navigationTitle("Edge Export")

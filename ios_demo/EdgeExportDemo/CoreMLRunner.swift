@@ -13,15 +13,20 @@ final class CoreMLRunner: Runner {
         model = try MLModel(contentsOf: try await Self.compiled(package), configuration: configuration)
     }
 
-    /// Application Support/CompiledModels/<sha256>.mlmodelc, compiling it if absent.
     static func compiled(_ package: ModelPackage) async throws -> URL {
+        try await compiled(at: package.url(package.manifest.artifact.path), sha256: package.manifest.artifact.sha256)
+    }
+
+    /// Application Support/CompiledModels/<sha256>.mlmodelc, compiling it if absent
+    /// (shared with the LLM packages' stateful models).
+    static func compiled(at artifact: URL, sha256: String) async throws -> URL {
         let cache = try FileManager.default
             .url(for: .applicationSupportDirectory, in: .userDomainMask, appropriateFor: nil, create: true)
             .appendingPathComponent("CompiledModels", isDirectory: true)
         try FileManager.default.createDirectory(at: cache, withIntermediateDirectories: true)
-        let destination = cache.appendingPathComponent("\(package.manifest.artifact.sha256).mlmodelc")
+        let destination = cache.appendingPathComponent("\(sha256).mlmodelc")
         if FileManager.default.fileExists(atPath: destination.path) { return destination }
-        let temporary = try await MLModel.compileModel(at: package.url(package.manifest.artifact.path))
+        let temporary = try await MLModel.compileModel(at: artifact)
         try? FileManager.default.removeItem(at: destination)
         try FileManager.default.moveItem(at: temporary, to: destination)
         return destination

@@ -53,11 +53,21 @@ def _conv_core(
     """Grouped convolution of already padded input as one batched matmul (im2col)."""
     rank = w.ndim - 2
     kernel = w.shape[2:]
+    if groups == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides):
+        # pointwise: already a matmul over channels, no windows to gather
+        n, c = xp.shape[:2]
+        y = np.matmul(w.reshape(w.shape[0], c), xp.reshape(n, c, -1))
+        return y.reshape(n, w.shape[0], *xp.shape[2:])
     win = _windows(xp, kernel, strides, dilations)
     n, c = xp.shape[:2]
     out = win.shape[2 : 2 + rank]
     c_out = w.shape[0]
     cg, og = c // groups, c_out // groups
+    if cg == 1 and og == 1:  # depthwise: C tiny matmuls cost more than one pass per kernel tap
+        y = np.zeros((n, c, *out), dtype=np.result_type(xp, w))
+        for tap in np.ndindex(*kernel):
+            y += win[(Ellipsis, *tap)] * w[(slice(None), 0, *tap)].reshape(c, *[1] * rank)
+        return y
     win = win.reshape(n, groups, cg, *out, *kernel)
     perm = (0, 1, *range(3, 3 + rank), 2, *range(3 + rank, 3 + 2 * rank))
     cols = win.transpose(perm).reshape(n, groups, math.prod(out), cg * math.prod(kernel))
@@ -74,7 +84,7 @@ def _conv(a: Args, step: Step) -> np.ndarray:
     dilations = ints(a.get("dilations"), [1] * rank)
     eff = [(k - 1) * d + 1 for k, d in zip(w.shape[2:], dilations)]
     pads = _spatial_pads(str_of(a, "pad_type", "valid"), a.get("pad"), x.shape[2:], eff, strides)
-    xp = np.pad(x, [(0, 0), (0, 0), *pads])
+    xp = np.pad(x, [(0, 0), (0, 0), *pads]) if any(map(any, pads)) else x  # pad copies
     y = _conv_core(xp, w, strides, dilations, int_of(a, "groups", 1))
     return add_bias(y, a.get("bias"))
 

@@ -132,6 +132,7 @@ class Program:
         tensors = {n: v for n, v in function.inputs.items() if not _is_state(v)}
         self._inputs = {name: (_np_dtype(var), var.shape) for name, var in tensors.items()}
         self.input_names: list[str] = list(self._inputs)
+        self.input_shapes: dict[str, tuple[Any, ...]] = {n: tuple(shape) for n, (_, shape) in self._inputs.items()}
         self.state_specs: dict[str, StateSpec] = {
             name: StateSpec(_np_dtype(var), tuple(int(d) for d in var.shape))
             for name, var in function.inputs.items() if _is_state(var)}
