@@ -218,8 +218,9 @@ def _add_to_bias(graph_module: Any, node: Any, delta: Any) -> None:
     if getattr(bias, "op", None) == "get_attr":
         owner, _, attr = bias.target.rpartition(".")
         module = graph_module.get_submodule(owner) if owner else graph_module
-        setattr(module, attr, torch.nn.Parameter(getattr(module, attr).detach() + delta,
-                                                 requires_grad=False))
+        value = getattr(module, attr).detach() + delta
+        is_param = attr in module._parameters  # else a buffer or a plain tensor attribute
+        setattr(module, attr, torch.nn.Parameter(value, requires_grad=False) if is_param else value)
         return
     if bias is not None:
         return  # a computed bias: leave it

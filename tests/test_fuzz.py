@@ -100,7 +100,7 @@ def test_integrity_check_of_arbitrary_manifest_bytes_raises_only_package_error(r
 # --- recipes ------------------------------------------------------------------------------
 
 RECIPE_KEYS = ("name", "target", "summary", "unsupported", "quantize", "scheme", "bits", "activations",
-               "granularity", "block_size", "symmetric", "observer", "percentile", "keep_float",
+               "granularity", "block_size", "symmetric", "observer", "percentile", "keep_float", "bias_correction",
                "calibration", "required", "samples", "parity", "fidelity", "cosine", "snr_db",
                "top1_agreement", "max_abs", "accuracy", "max_drop", "deployment", "minimum")
 keys = st.sampled_from(RECIPE_KEYS) | text

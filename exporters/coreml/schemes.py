@@ -16,7 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import keep_float_modules, maybe_bias_corrected, run_pt2e, torch_callable
+from edge_export.quantization import (
+    keep_float_filter,
+    keep_float_modules,
+    maybe_bias_corrected,
+    run_pt2e,
+    torch_callable,
+)
 
 SCHEMES = SchemeTable()
 
@@ -122,7 +128,8 @@ def pt2e_coreml(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         module_name_configs=dict.fromkeys(
             keep_float_modules(recipe.param("keep_float", []), program.module())))
     # CoreMLQuantizer's qint8 weights: symmetric per-channel over [-128, 127].
-    program = maybe_bias_corrected(program, recipe, ctx.calibration, (-128, 127))
+    keep = keep_float_filter(recipe.param("keep_float", []), program.module())  # float layers: no correction
+    program = maybe_bias_corrected(program, recipe, ctx.calibration, (-128, 127), keep)
     with _fast_pattern_tracing():
         quantized = run_pt2e(program, CoreMLQuantizer(config), ctx.calibration)
     return Prepared(quantized, reference=torch_callable(quantized))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import maybe_bias_corrected
+from edge_export.quantization import keep_float_filter, maybe_bias_corrected
 
 SCHEMES = SchemeTable()
 
@@ -105,7 +105,8 @@ def aeq_static(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         return bytes(qt.quantize(cal.get_model_qsvs(), enable_progress_report=False).quantized_model)
 
     # AEQ's int8 weights are symmetric narrow-range: [-127, 127].
-    program = maybe_bias_corrected(program, recipe, ctx.calibration, (-127, 127))
+    keep = keep_float_filter(recipe.param("keep_float", []), program.module())  # float layers: no correction
+    program = maybe_bias_corrected(program, recipe, ctx.calibration, (-127, 127), keep)
     return Prepared(program, post_convert=quantize)
 
 
