@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
+from tests.test_llm import QWEN2, TINY_LM, _hf_greedy, _manifest
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_LM = ROOT / "examples" / "tiny_lm"
-QWEN2 = f"{TINY_LM / 'qwen2_random.py'}:build"
 CONTEXT = 64
 
 
@@ -31,21 +29,6 @@ def _export(out: Path, model: str, name: str, recipes: tuple[str, ...], target: 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
     return _export(tmp_path_factory.mktemp("tflite"), str(TINY_LM), "tinylm", ("fp32", "4bit"))
-
-
-def _manifest(pkg: Path) -> dict:
-    from edge_export.llm.package import read_llm_package
-
-    return read_llm_package(pkg)  # schema-validated
-
-
-def _hf_greedy(model, prompt_ids: list[int], steps: int) -> list[int]:
-    import torch
-
-    with torch.no_grad():
-        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=steps, min_new_tokens=steps,
-                             do_sample=False, eos_token_id=None, pad_token_id=0)
-    return out[0, len(prompt_ids):].tolist()
 
 
 def _check_goldens(pkg: Path, model) -> None:
