@@ -32,6 +32,11 @@ class UsageError(EdgeExportError):
     """Bad flags, bad model spec, bad data files, bad recipes: exit 2."""
 
 
+class CannotCarry(UsageError):
+    """A target without a way to ship what the user's own quantization computes: refused when
+    named, left out (and reported) when ``--target all`` brought it in."""
+
+
 class UnsafeInputError(UsageError):
     """A file we refuse to read because reading it could run code or escape a directory."""
 

@@ -214,6 +214,9 @@ class Availability:
     target: str
     missing: tuple[str, ...] = ()
     install_command: str | None = None
+    # An installed target that ``--target all`` left out because it cannot take this model
+    # (a PT2E or torchao model it cannot carry): the one-line reason.
+    refusal: str | None = None
 
     @property
     def installed(self) -> bool:
@@ -221,7 +224,7 @@ class Availability:
 
     @property
     def reason(self) -> str:
-        return f"not installed: it needs {', '.join(self.missing)}"
+        return self.refusal or f"not installed: it needs {', '.join(self.missing)}"
 
     def describe(self) -> str:
         """The reason plus, when known, the command that installs the target."""
@@ -233,7 +236,7 @@ class Availability:
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "installed": self.installed, "missing": list(self.missing),
-                "install": self.install_command}
+                "install": self.install_command, **({"refused": self.refusal} if self.refusal else {})}
 
 
 @cache

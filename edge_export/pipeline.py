@@ -20,10 +20,11 @@ from edge_export.errors import (
     EXIT_GATE_FAILED,
     EXIT_OK,
     EXIT_TOOLCHAIN,
+    CannotCarry,
     Interrupted,
     UsageError,
 )
-from edge_export.exporter import Availability, select_targets, target_names
+from edge_export.exporter import ALL_TARGETS, Availability, select_targets, target_names
 from edge_export.faultpoints import AFTER_EXPORT, BEFORE_PUBLISH, pause_point
 from edge_export.job import Job, JobResult, ModelInfo, run_job
 from edge_export.package import (
@@ -143,62 +144,76 @@ PREQUANTIZED = "prequantized"
 FLOAT_RECIPE = "fp32"
 
 
-def compose_with_compression(plan: list[tuple[str, Recipe]],
-                             compression: dict) -> list[tuple[str, Recipe]]:
+def compose_with_compression(plan: list[tuple[str, Recipe]], compression: dict,
+                             explicit: frozenset[str] = frozenset()
+                             ) -> tuple[list[tuple[str, Recipe]], list[Availability]]:
     """A model the user already quantized keeps its quantization: the float recipe becomes
     ``prequantized`` for a PT2E graph (lowered as it is) and, for torchao weights, each
     target's recipe of the same scheme (compression.TORCHAO_EQUIVALENTS); any other recipe
-    would quantize it again and is refused, never applied silently."""
+    would quantize it again and is refused, never applied silently.
+
+    A target that cannot carry the model is refused when named in ``explicit``; one that
+    ``--target all`` brought in is left out (returned, to be reported), unless none is left."""
     from edge_export.compression import TORCHAO_PREFIX
 
     quantized = compression.get("quantization")
-    if quantized and quantized.startswith(TORCHAO_PREFIX):
-        return _carry_torchao(plan, quantized)
     if not quantized:
         for target, recipe in plan:
             if recipe.name == PREQUANTIZED:
                 raise UsageError(f"recipe {PREQUANTIZED!r} ({target}) is for models quantized with "
                                  "PT2E before export; this model is float",
                                  hint="choose a quantization recipe, e.g. --recipe int8-static")
-        return plan
-    composed = []
+        return plan, []
+    carried = _torchao_recipe if quantized.startswith(TORCHAO_PREFIX) else _pt2e_recipe
+    composed: list[tuple[str, Recipe]] = []
+    left_out: list[tuple[str, UsageError]] = []
     for target, recipe in plan:
-        if recipe.name not in (FLOAT_RECIPE, PREQUANTIZED):
-            raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
-                             f"({target}) would quantize it again",
-                             hint=f"pass no --recipe: its own quantization ships as recipe {PREQUANTIZED!r}")
-        own = builtin_recipes(target).get(PREQUANTIZED)
-        if own is None or not own.supported:
-            able = [t for t in target_names() if (r := builtin_recipes(t).get(PREQUANTIZED)) and r.supported]
-            raise UsageError(f"target {target} cannot take a {quantized}-quantized model: "
-                             f"{own.unsupported if own else 'no prequantized recipe'}",
-                             hint=f"targets that can: {', '.join(able)}")
+        try:
+            own = carried(target, recipe, quantized)
+        except CannotCarry as exc:
+            if target in explicit:
+                raise
+            left_out.append((target, exc))
+            continue
         if (target, own) not in composed:
             composed.append((target, own))
-    return composed
+    if not composed:
+        raise left_out[0][1]
+    skipped = {t: Availability(t, refusal=exc.message) for t, exc in left_out}
+    return composed, list(skipped.values())
 
 
-def _carry_torchao(plan: list[tuple[str, Recipe]], quantized: str) -> list[tuple[str, Recipe]]:
+def _pt2e_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
+    if recipe.name not in (FLOAT_RECIPE, PREQUANTIZED):
+        raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
+                         f"({target}) would quantize it again",
+                         hint=f"pass no --recipe: its own quantization ships as recipe {PREQUANTIZED!r}")
+    own = builtin_recipes(target).get(PREQUANTIZED)
+    if own is None or not own.supported:
+        able = [t for t in target_names() if (r := builtin_recipes(t).get(PREQUANTIZED)) and r.supported]
+        raise CannotCarry(f"target {target} cannot take a {quantized}-quantized model: "
+                          f"{own.unsupported if own else 'no prequantized recipe'}",
+                          hint=f"targets that can: {', '.join(able)}")
+    return own
+
+
+def _torchao_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
     from edge_export.compression import TORCHAO_EQUIVALENTS, TORCHAO_PREFIX
 
     equivalents = TORCHAO_EQUIVALENTS[quantized.removeprefix(TORCHAO_PREFIX)]
-    composed = []
-    for target, recipe in plan:
-        shipped = builtin_recipes(target)
-        own = next((shipped[n] for n in equivalents if n in shipped and shipped[n].supported), None)
-        if own is None:
-            able = [t for t in target_names()
-                    if any((r := builtin_recipes(t).get(n)) and r.supported for n in equivalents)]
-            why = "; ".join(f"{n}: {shipped[n].unsupported}" for n in equivalents if n in shipped)
-            raise UsageError(f"target {target} cannot carry a {quantized} model ({why})",
-                             hint=f"targets that can: {', '.join(able)}")
-        if recipe.name not in (FLOAT_RECIPE, own.name):
-            raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
-                             f"({target}) would quantize it again",
-                             hint=f"pass no --recipe: it ships as {target}'s {own.name!r}")
-        if (target, own) not in composed:
-            composed.append((target, own))
-    return composed
+    shipped = builtin_recipes(target)
+    own = next((shipped[n] for n in equivalents if n in shipped and shipped[n].supported), None)
+    if own is None:
+        able = [t for t in target_names()
+                if any((r := builtin_recipes(t).get(n)) and r.supported for n in equivalents)]
+        why = "; ".join(f"{n}: {shipped[n].unsupported}" for n in equivalents if n in shipped)
+        raise CannotCarry(f"target {target} cannot carry a {quantized} model ({why})",
+                          hint=f"targets that can: {', '.join(able)}")
+    if recipe.name not in (FLOAT_RECIPE, own.name):
+        raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
+                         f"({target}) would quantize it again",
+                         hint=f"pass no --recipe: it ships as {target}'s {own.name!r}")
+    return own
 
 
 def refuse_dynamic(targets: list[str]) -> None:
@@ -244,7 +259,9 @@ def run_export(opts: ExportOptions) -> RunReport:
         progress.note(f"[bold]load[/] {opts.model}")
         with (fastpath.recording() if cache is not None else contextlib.nullcontext(set())) as read:
             prepared = workspace.prepare(opts, root / "workspace", plan)
-        plan = compose_with_compression(plan, prepared.model.compression)
+        explicit = frozenset(t for t in opts.targets if t != ALL_TARGETS)
+        plan, refused = compose_with_compression(plan, prepared.model.compression, explicit)
+        report.skipped += refused
         if is_dynamic(prepared.model.inputs):  # declared in the model's metadata too
             refuse_dynamic(targets)
         progress.replan([(t, r.name) for t, r in plan])

@@ -67,6 +67,18 @@ def test_a_run_level_refusal_counts_against_every_target() -> None:
     assert rows["ios"]["cause"] == "bad input"
 
 
+def test_a_target_all_left_out_is_refused_with_its_own_cause() -> None:
+    package = {"target": "android", "recipe": "prequantized", "status": "passed", "bytes": 10,
+               "parity": {"status": "passed", "runtime": "executorch", "outputs": {"y": {"cosine": 1.0}}}}
+    stdout = json.dumps({"ok": True, "packages": [package],
+                         "skipped": [{"target": "tflite", "refused": "target tflite cannot take it"},
+                                     {"target": "ios", "missing": ["coremltools"]}]})
+    rows = RUN.rows_from_run(stdout, 0)
+    assert rows["android"]["result"] == "passed"
+    assert (rows["tflite"]["result"], rows["tflite"]["cause"]) == ("refused", "target tflite cannot take it")
+    assert (rows["ios"]["result"], rows["ios"]["cause"]) == ("not-run", "not installed: it needs coremltools")
+
+
 @pytest.mark.slow
 def test_slice_table_has_every_model_and_target_and_the_plain_cnn_passes(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "zoo" / "run.py"), "--slice",

@@ -92,6 +92,11 @@ def rows_from_run(stdout: str, returncode: int) -> dict[str, dict[str, Any]]:
     missing = {"result": RUN_RESULT.get(error.get("code", returncode), "error"),
                "worst_cosine": None, "bytes": None, "seconds": None, "latency_ms": None,
                "runtime": "", "cause": one_line(error.get("message")) or f"exit {returncode}"}
+    for skipped in report.get("skipped", []):  # --target all left it out: refused the model, or not installed
+        refused = skipped.get("refused")
+        by_target.setdefault(skipped["target"], {
+            **missing, "result": "refused" if refused else "not-run",
+            "cause": one_line(refused or f"not installed: it needs {', '.join(skipped.get('missing', []))}")})
     return {t: by_target.get(t, missing) for t in TARGETS}
 
 
