@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-extended test-fast lint bench bench-quant zoo zoo-latency release demo-apps clean
+.PHONY: setup demo test test-extended test-fast lint bench bench-llm bench-quant zoo zoo-latency release demo-apps clean
 
 # The environment: torch is pinned to exactly 2.13.0 (the CPU wheel on the machines'
 # disk); constraints.txt pins every other package to the set the suite was run with.
@@ -44,6 +44,12 @@ test-fast: setup
 # writes bench/results.json and bench/RESULTS.md (README's Performance section shows it).
 bench: setup
 	$(BIN)/python bench/run.py $(if $(RUNS),--runs $(RUNS)) $(if $(MODELS),--models $(MODELS))
+	$(BIN)/python bench/llm.py $(if $(LARGE),--large)
+
+# LLM rows (tiny real LM, every LLM target, fp32 and 4bit; LARGE=1 adds the 1.1 B android row):
+# bench/llm.json and bench/LLM.md.
+bench-llm: setup
+	$(BIN)/python bench/llm.py $(if $(LARGE),--large)
 
 # Static int8 recipe evidence (observers, layers kept float) on a depthwise CNN and digits, all
 # three targets: writes bench/quantization.json and bench/QUANTIZATION.md.
