@@ -49,7 +49,7 @@ APPS: dict[str, AppLayout] = {
 
 
 @cache
-def _validator(schema: str) -> Any:
+def _validator(schema: str = "schemas/manifest.schema.json") -> Any:
     import jsonschema
 
     text = resources.files("edge_export").joinpath(schema).read_text()
@@ -91,7 +91,7 @@ def check_integrity(package_dir: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageError(f"{manifest_path}: not valid JSON ({exc})") from None
     is_llm = isinstance(manifest, dict) and manifest.get("kind") == "llm"
-    validator = _validator("schemas/llm-manifest.schema.json" if is_llm else "schemas/manifest.schema.json")
+    validator = _validator("schemas/llm-manifest.schema.json") if is_llm else _validator()
     error = next(iter(sorted(validator.iter_errors(manifest), key=lambda e: list(e.path))), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
