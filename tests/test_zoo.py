@@ -47,7 +47,10 @@ def test_the_ci_slice_is_part_of_the_zoo_and_spans_its_kinds() -> None:
     assert {"CNN", "text encoder", "decoder", "compressed", "real weights"} <= kinds
 
 
-@pytest.mark.parametrize("name", list(MODELS.ZOO))
+# The CI slice's builders in the default run; the rest (~2-3 min of building 44 models) in the
+# extended run and in every `make zoo`, which builds each of them anyway.
+@pytest.mark.parametrize("name", [name if name in RUN.SLICE else pytest.param(name, marks=pytest.mark.extended)
+                                  for name in MODELS.ZOO])
 def test_builder_builds_and_runs_eagerly(name: str) -> None:
     module, inputs = MODELS.ZOO[name].build()
     assert isinstance(inputs, tuple) and all(isinstance(t, torch.Tensor) for t in inputs)
