@@ -46,7 +46,15 @@ def start(args: list[str], log: Path, pause_at: tuple[str, Path] | None = None) 
         env[PAUSE_ENV] = f"{pause_at[0]}:{pause_at[1]}"
     with open(log, "wb") as fh:
         return subprocess.Popen([sys.executable, "-m", "edge_export", *args], cwd=ROOT, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_sigint_as_from_a_terminal)
+
+
+def _sigint_as_from_a_terminal() -> None:
+    """In the child, before exec: SIGINT at its default, as a shell in a terminal starts a command.
+    An ignored signal is inherited across exec (and Python then installs no Ctrl-C handler); the
+    full suite left SIGINT ignored in the pytest process, so the Ctrl-C test's CLI never saw it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str, limit: float = 300) -> None:
