@@ -114,9 +114,13 @@ def test_qwen2_style_android_fp32_and_4bit(qwen2: Path) -> None:
 
 @pytest.mark.slow
 def test_generate_streams_the_golden_continuation(tiny_lm: Path) -> None:
+    check_generate_streams_the_golden_continuation(tiny_lm / "android-fp32")
+
+
+def check_generate_streams_the_golden_continuation(pkg: Path) -> None:
+    """``edge-export generate`` prints the prompt and the package's golden continuation, with speeds."""
     from tokenizers import Tokenizer
 
-    pkg = tiny_lm / "android-fp32"
     golden = json.loads((pkg / "golden" / "prompt_000.json").read_text())
     proc = run_cli("generate", str(pkg), "--prompt", golden["prompt"], "--max-new-tokens", "20", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]

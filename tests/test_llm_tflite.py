@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_cli
-from tests.test_llm import QWEN2, TINY_LM, _hf_greedy, _manifest
+from tests.test_llm import QWEN2, TINY_LM, _hf_greedy, _manifest, check_generate_streams_the_golden_continuation
 
 CONTEXT = 64
 
@@ -143,16 +143,7 @@ def test_verify_regenerates_the_golden_prompts(tiny_lm: Path, tmp_path: Path) ->
 
 
 def test_generate_on_the_tflite_package(tiny_lm: Path) -> None:
-    from tokenizers import Tokenizer
-
-    pkg = tiny_lm / "tflite-fp32"
-    golden = json.loads((pkg / "golden" / "prompt_000.json").read_text())
-    proc = run_cli("generate", str(pkg), "--prompt", golden["prompt"], "--max-new-tokens", "20", cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    expected = Tokenizer.from_file(str(TINY_LM / "tokenizer.json")).decode(golden["continuation_ids"][:20])
-    assert proc.stdout == golden["prompt"] + expected + "\n"
-    assert "prefill 7 tokens at" in proc.stderr and "decode 19 tokens at" in proc.stderr
-    assert "(litert)" in proc.stderr
+    check_generate_streams_the_golden_continuation(tiny_lm / "tflite-fp32")
 
 
 @pytest.mark.slow
