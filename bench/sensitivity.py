@@ -1,4 +1,4 @@
-"""Checks the per-layer sensitivity proxy (edge_export/sensitivity.py) against the real thing.
+"""Checks the per-layer sensitivity proxy (edge_export/quant/sensitivity.py) against the real thing.
 
 For each weighted layer of a model: the SNR of the outputs when *only that layer* is
 quantized (a) by the PyTorch simulation keep_float = "auto" and the failed-gate message use,
@@ -30,10 +30,10 @@ def main() -> None:
         get_symmetric_quantization_config,
     )
 
-    from edge_export.loading import load_model
-    from edge_export.quantization import module_names, run_pt2e
-    from edge_export.recipe import builtin_recipes
-    from edge_export.sensitivity import QuantSim, quality, sensitivities
+    from edge_export.load.model import load_model
+    from edge_export.quant.mechanisms import module_names, run_pt2e
+    from edge_export.quant.recipe import builtin_recipes
+    from edge_export.quant.sensitivity import QuantSim, quality, sensitivities
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="examples/dwnet.py:build")

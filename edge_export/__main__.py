@@ -1,3 +1,3 @@
-from edge_export.cli import main
+from edge_export.cli.main import main
 
 main()

@@ -3,7 +3,7 @@
 The apps can only be built on a developer machine, so these tests check what can be
 checked here: every Kotlin/Swift file parses (tree-sitter), and the JSON keys, dtypes,
 byte order and runtimes the app code reads agree with the manifest schema and with
-what ``edge_export.bundle`` writes.
+what ``edge_export.release.bundle`` writes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_export.bundle import APPS, INDEX_ENTRY_KEYS
+from edge_export.release.bundle import APPS, INDEX_ENTRY_KEYS
 
 tree_sitter = pytest.importorskip("tree_sitter")
 tree_sitter_kotlin = pytest.importorskip("tree_sitter_kotlin")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_export.cli import cli
+from edge_export.cli.main import cli
 
 from .conftest import ROOT, run_cli
 from .test_bundle import make_package

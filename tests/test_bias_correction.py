@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edge_export.quantization import bias_corrected
+from edge_export.quant.mechanisms import bias_corrected
 
 
 class PositiveInputConv(nn.Module):

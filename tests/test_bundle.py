@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_export import bundle as bundle_mod
-from edge_export.bundle import APPS, INDEX, bundle, check_integrity
 from edge_export.errors import PackageError, UsageError
-from edge_export.hashing import artifact_sha256
+from edge_export.package.hashing import artifact_sha256
+from edge_export.release import bundle as bundle_mod
+from edge_export.release.bundle import APPS, INDEX, bundle, check_integrity
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = {"android": ("model.pte", "executorch"), "tflite": ("model.tflite", "litert"),
@@ -31,7 +31,7 @@ def make_package(root: Path, target: str = "android", recipe: str = "fp32", name
     pkg = root / f"{name}-{version}" / f"{target}-{recipe}"
     pkg.mkdir(parents=True)
     artifact_name, runtime = ARTIFACTS[target]
-    if target == "ios":  # a directory artifact, hashed like edge_export.hashing does
+    if target == "ios":  # a directory artifact, hashed like edge_export.package.hashing does
         (pkg / artifact_name / "Data").mkdir(parents=True)
         (pkg / artifact_name / "Data" / "weights.bin").write_bytes(payload)
         (pkg / artifact_name / "Manifest.json").write_text("{}")

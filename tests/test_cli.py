@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from edge_export.cli import cli
+from edge_export.cli.main import cli
 
 from .conftest import DIGITS, run_cli
 

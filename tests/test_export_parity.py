@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_export.hashing import artifact_sha256, file_sha256
-from edge_export.package import read_golden_tensor, validate_manifest
+from edge_export.package.hashing import artifact_sha256, file_sha256
+from edge_export.package.manifest import read_golden_tensor, validate_manifest
 from tests.conftest import DIGITS, run_cli
 
 pytestmark = pytest.mark.slow

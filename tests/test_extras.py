@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_export.exporter import target_names
+from edge_export.build.exporter import target_names
 
 from .conftest import DIGITS, ROOT
 from .test_bad_inputs import Case, check_stderr

@@ -1,4 +1,4 @@
-"""The warm re-run fast path (edge_export.fastpath): a hit needs no torch, any change to
+"""The warm re-run fast path (edge_export.build.fastpath): a hit needs no torch, any change to
 the model's source or weights is a miss, and a hit re-checks what it publishes.
 
 No timed assertions: "fast" is shown by what a hit does not import (``make bench`` times it).
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_export import fastpath
-from edge_export.pipeline import ExportOptions, resolve_recipes
-from edge_export.tensors import DynamicDim
+from edge_export.build import fastpath
+from edge_export.build.pipeline import ExportOptions, resolve_recipes
+from edge_export.load.tensors import DynamicDim
 from tests.conftest import ROOT
 
 MODEL = '''
@@ -53,7 +53,7 @@ def _write_model(folder: Path, seed: int = 0) -> str:
 
 def _run(*args: str) -> tuple[dict, bool]:
     """The CLI in a subprocess: (its JSON, whether torch got imported)."""
-    code = ("import sys\nfrom edge_export.cli import cli\n"
+    code = ("import sys\nfrom edge_export.cli.main import cli\n"
             f"try:\n    cli.main({list(args) + ['--json']!r})\nexcept SystemExit:\n    pass\n"
             "print('torch-imported:', 'torch' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_export.bundle import check_integrity
 from edge_export.faultpoints import AFTER_EXPORT, BEFORE_PUBLISH, PAUSE_ENV
+from edge_export.release.bundle import check_integrity
 
 from .conftest import ROOT, run_cli
 from .test_bad_inputs import TINY, tmpfs

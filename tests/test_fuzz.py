@@ -14,10 +14,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_export.bundle import check_integrity
 from edge_export.errors import PackageError, UsageError
-from edge_export.package import validate_manifest
-from edge_export.recipe import Recipe, parse_recipe
+from edge_export.package.manifest import validate_manifest
+from edge_export.quant.recipe import Recipe, parse_recipe
+from edge_export.release.bundle import check_integrity
 
 from .test_bundle import make_package
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_export.mixed_precision import candidates
-from edge_export.recipe import parse_recipe
+from edge_export.quant.mixed_precision import candidates
+from edge_export.quant.recipe import parse_recipe
 
 from .conftest import ROOT, export_json
 
@@ -142,9 +142,9 @@ def test_tflite_keep_float_maps_nested_module_paths_onto_ops(tmp_path):
     import torch
     from ai_edge_litert.interpreter import Interpreter
 
-    from edge_export.exporter import BuildContext, get_exporter
-    from edge_export.quantization import with_keep_float
-    from edge_export.recipe import builtin_recipes
+    from edge_export.build.exporter import BuildContext, get_exporter
+    from edge_export.quant.mechanisms import with_keep_float
+    from edge_export.quant.recipe import builtin_recipes
 
     torch.manual_seed(0)
     x = torch.randn(1, 4, 8, 8)

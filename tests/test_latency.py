@@ -1,4 +1,4 @@
-"""The latency mechanism (edge_export.latency): statistics, interleaving, load and threads.
+"""The latency mechanism (edge_export.verify.latency): statistics, interleaving, load and threads.
 
 No timed assertions: only what the numbers are computed from and what is recorded."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_export import latency
+from edge_export.verify import latency
 from tests.conftest import run_cli
 
 

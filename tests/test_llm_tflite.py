@@ -122,7 +122,7 @@ def test_verify_regenerates_the_golden_prompts(tiny_lm: Path, tmp_path: Path) ->
     import json
     import shutil
 
-    from edge_export.hashing import file_sha256
+    from edge_export.package.hashing import file_sha256
 
     proc = run_cli("verify", str(tiny_lm / "tflite-4bit"), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from edge_export.parity import SNR_CAP_DB, gate, output_metrics
-from edge_export.recipe import Thresholds
+from edge_export.quant.recipe import Thresholds
+from edge_export.verify.parity import SNR_CAP_DB, gate, output_metrics
 
 
 def test_identical_outputs_are_perfect():

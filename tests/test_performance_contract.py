@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_export.cache import Cache, arrays_sha256, job_key
-from edge_export.exporter import get_exporter
-from edge_export.job import Job, ModelInfo
-from edge_export.recipe import builtin_recipes, parse_recipe
-from edge_export.tensors import TensorSpec
+from edge_export.build.cache import Cache, arrays_sha256, job_key
+from edge_export.build.exporter import get_exporter
+from edge_export.build.job import Job, ModelInfo
+from edge_export.load.tensors import TensorSpec
+from edge_export.quant.recipe import builtin_recipes, parse_recipe
 from tests.conftest import DIGITS, export_json
 
 HEAVY = ("torch", "executorch", "coremltools", "litert_torch")
 
 
 def _imported_after(args: list[str]) -> list[str]:
-    code = ("import sys\nfrom edge_export.cli import cli\n"
+    code = ("import sys\nfrom edge_export.cli.main import cli\n"
             f"try:\n    cli.main({args!r})\nexcept SystemExit:\n    pass\n"
             f"print('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_export.bundle import _validator
 from edge_export.errors import UsageError
-from edge_export.preprocess import image_to_tensor, top_k, write_app_vectors
+from edge_export.package.preprocess import image_to_tensor, top_k, write_app_vectors
+from edge_export.release.bundle import _validator
 
 DIGITS = {"layout": "NCHW", "colour": "grayscale", "image_size": [8, 8], "scale": 16 / 255,
           "mean": [0.0], "std": [1.0], "invert": True}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from edge_export.quantization import keep_float_filter, weighted_layers
+from edge_export.quant.mechanisms import keep_float_filter, weighted_layers
 
 
 class UpsampleFirst(nn.Module):
@@ -70,8 +70,8 @@ def test_coreml_int8_static_keeps_a_requantizing_flatten(tmp_path):
     from edge_export.exporters.coreml import CoreMLExporter
     from edge_export.exporters.coreml.schemes import pt2e_coreml
 
-    from edge_export.exporter import BuildContext
-    from edge_export.recipe import builtin_recipes
+    from edge_export.build.exporter import BuildContext
+    from edge_export.quant.recipe import builtin_recipes
 
     torch.manual_seed(0)
     model = PoolFlattenClassifier().eval()
@@ -110,7 +110,7 @@ def test_pt2e_keeps_integer_scalars_integer():
         get_symmetric_quantization_config,
     )
 
-    from edge_export.quantization import run_pt2e
+    from edge_export.quant.mechanisms import run_pt2e
 
     x = torch.randn(1, 8)
     program = torch.export.export(IntegerIndexArithmetic().eval(), (x,))

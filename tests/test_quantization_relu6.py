@@ -42,8 +42,8 @@ def net_and_samples():
 
 
 def quantized(model, samples, scheme):
-    from edge_export.exporter import BuildContext
-    from edge_export.recipe import builtin_recipes
+    from edge_export.build.exporter import BuildContext
+    from edge_export.quant.recipe import builtin_recipes
 
     recipe = builtin_recipes("android")["int8-static"]
     context = BuildContext(calibration=samples[:16], reload_module=lambda: model, example_inputs=samples[0],

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_export.cli import cli
-from edge_export.pipeline import PREQUANTIZED
-from edge_export.recipe import builtin_recipes, load_recipe_file
+from edge_export.build.pipeline import PREQUANTIZED
+from edge_export.cli.main import cli
+from edge_export.quant.recipe import builtin_recipes, load_recipe_file
 
 from .conftest import DIGITS, EXAMPLES, export_json, run_cli
 
@@ -137,7 +137,7 @@ def test_shipped_recipes_match_the_schema(target):
     validated exactly as a user's recipe file is."""
     from importlib import resources
 
-    from edge_export.recipe import parse_recipe
+    from edge_export.quant.recipe import parse_recipe
 
     folder = resources.files("edge_export.recipes").joinpath(target)
     shipped = [e for e in folder.iterdir() if e.name.endswith(".toml")]

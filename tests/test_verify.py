@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_export.archive import extract_zip, write_zip
 from edge_export.errors import PackageError, UnsafeInputError
+from edge_export.package.archive import extract_zip, write_zip
 from tests.conftest import DIGITS, EXAMPLES, export_json, run_cli
 from tests.test_bundle import make_package
 

@@ -101,10 +101,10 @@ def rows_from_run(stdout: str, returncode: int) -> dict[str, dict[str, Any]]:
 
 
 def eager_latency_ms(name: str) -> float | None:
-    """PyTorch eager on one thread, min after warm-up (edge_export.latency), in this process."""
+    """PyTorch eager on one thread, min after warm-up (edge_export.verify.latency), in this process."""
     import torch
 
-    from edge_export.latency import limit_threads, single
+    from edge_export.verify.latency import limit_threads, single
 
     try:
         module, inputs = _zoo()[name].build()  # already in eval mode (PT2E ones refuse .eval())

@@ -20,7 +20,7 @@ from edge_export.llm import package as pk
 from edge_export.llm.backend import ExportSpec, LLMBackend, get_backend
 from edge_export.llm.model import LoadedLM, check_context, load_lm, special_ids
 from edge_export.llm.recipe import LLMRecipe, load_recipe
-from edge_export.package import failed_dir, package_dir, publish, staging_root
+from edge_export.package.manifest import failed_dir, package_dir, publish, staging_root
 
 PREFILL_LIMIT = 127  # torch.export's static cache export takes a token Dim up to 127, not 128
 

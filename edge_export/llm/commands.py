@@ -1,4 +1,4 @@
-"""The ``llm`` and ``generate`` subcommands (registered lazily in ``edge_export.cli``)."""
+"""The ``llm`` and ``generate`` subcommands (registered lazily in ``edge_export.cli.main``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edge_export.cli import EXIT_CODES_HELP, _check_package_id
+from edge_export.cli.main import EXIT_CODES_HELP, _check_package_id
 
 
 @click.command("llm", epilog=EXIT_CODES_HELP)

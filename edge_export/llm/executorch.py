@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.exporter import package_version
+from edge_export.build.exporter import package_version
 from edge_export.exporters.executorch.patterns import skip_unmatchable_patterns
 from edge_export.llm.backend import ExportSpec, LLMBackend
 from edge_export.llm.recipe import LLMRecipe

@@ -66,9 +66,9 @@ def regenerate_goldens(pkg: Path, manifest: dict[str, Any]) -> Any:
     self-test checks). The backend's toolchain missing means not-run, as for model packages."""
     import json
 
-    from edge_export.exporter import RuntimeUnavailable
+    from edge_export.build.exporter import RuntimeUnavailable
     from edge_export.llm.evaluation import greedy
-    from edge_export.parity import ParityResult
+    from edge_export.verify.parity import ParityResult
 
     runtime = manifest["runtime"]["runtime"]
     try:

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_export.build.exporter import package_version
 from edge_export.errors import UsageError
-from edge_export.exporter import package_version
 from edge_export.llm.backend import ExportSpec, LLMBackend
 from edge_export.llm.recipe import LLMRecipe
 

@@ -32,7 +32,7 @@ def load_lm(spec: str) -> LoadedLM:
     path = Path(spec)
     if path.is_dir() or (":" not in spec and not spec.endswith(".py")):
         return _load_dir(path)
-    from edge_export.loading import _load_module
+    from edge_export.load.model import _load_module
 
     module, _examples, name = _load_module(spec, trust_pickle=False)
     model = _check_causal_lm(module, spec)

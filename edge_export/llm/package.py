@@ -1,7 +1,7 @@
 """LLM packages: artifact, tokenizer, generation config, golden prompt/continuation
 files, parity.json and a manifest validated against ``schemas/llm-manifest.schema.json``.
 
-Hashing and atomic publication are the vision packages' own (``edge_export.package``).
+Hashing and atomic publication are the vision packages' own (``edge_export.package.manifest``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_export.errors import PackageError
-from edge_export.package import MANIFEST, SCHEMA_VERSION, write_manifest
+from edge_export.package.manifest import MANIFEST, SCHEMA_VERSION, write_manifest
 
 GENERATION = "generation_config.json"
 TOKENIZER = "tokenizer.json"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
     import numpy as np
 
-from edge_export.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, Toolchain, package_version
+from edge_export.build.exporter import Exporter, Prepared, Runner, RuntimeUnavailable, Toolchain, package_version
 
 from .decompositions import decompose_for_coreml
 from .schemes import SCHEMES, conversion_pipeline, coremltools
@@ -72,7 +72,7 @@ class CoreMLExporter(Exporter):
 
         if sys.platform == "darwin":  # Core ML schedules its own threads: not settable
             return "coreml", _coreml_runner(artifact)
-        from edge_export.latency import limit_threads
+        from edge_export.verify.latency import limit_threads
 
         from . import mil
 

@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import (
+from edge_export.build.exporter import BuildContext, Prepared, SchemeTable
+from edge_export.quant.mechanisms import (
     keep_float_filter,
     keep_float_modules,
     maybe_bias_corrected,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from edge_export.build.exporter import BuildContext, Prepared, SchemeTable
 from edge_export.errors import UsageError
-from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import (
+from edge_export.quant.mechanisms import (
     keep_float_filter,
     keep_float_modules,
     maybe_bias_corrected,

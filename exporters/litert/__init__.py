@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
     import numpy as np
 
-from edge_export.exporter import Exporter, Prepared, Runner, Toolchain, package_version
+from edge_export.build.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
 from .schemes import SCHEMES
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from edge_export.exporter import BuildContext, Prepared, SchemeTable
-from edge_export.quantization import keep_float_filter, maybe_bias_corrected
+from edge_export.build.exporter import BuildContext, Prepared, SchemeTable
+from edge_export.quant.mechanisms import keep_float_filter, maybe_bias_corrected
 
 SCHEMES = SchemeTable()
 
@@ -118,7 +118,7 @@ def scope_regexes(patterns: list[str], graph_module: Any) -> list[str]:
     join their nodes' names with ``;``), so a module's hierarchy string, at a name
     boundary and followed by ``/`` (a child) or ``;`` (the module itself), names exactly
     that module's tensors."""
-    from edge_export.quantization import keep_float_modules, module_stacks
+    from edge_export.quant.mechanisms import keep_float_modules, module_stacks
 
     stacks = module_stacks(graph_module)
     regexes = []

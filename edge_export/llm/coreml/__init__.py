@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.exporter import package_version
+from edge_export.build.exporter import package_version
 from edge_export.llm.backend import ExportSpec, LLMBackend
 from edge_export.llm.recipe import LLMRecipe
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_export.errors import PackageError, UsageError
-from edge_export.hashing import artifact_sha256, file_sha256
+from edge_export.package.hashing import artifact_sha256, file_sha256
 
 if TYPE_CHECKING:  # imported where used: the warm re-run path imports this module
     import numpy as np

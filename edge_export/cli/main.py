@@ -37,14 +37,14 @@ Exit codes:
 
 # Subcommands live in their own modules and load on first use (name -> "module:attr").
 LAZY_COMMANDS = {
-    "bundle": "edge_export.bundle_cmd:bundle_cmd",
-    "coreml-ops": "edge_export.bundle_cmd:coreml_ops_cmd",
+    "bundle": "edge_export.cli.bundle:bundle_cmd",
+    "coreml-ops": "edge_export.cli.bundle:coreml_ops_cmd",
     "generate": "edge_export.llm.commands:generate_cmd",
-    "inspect": "edge_export.inspect_cmd:inspect_cmd",
-    "latency": "edge_export.latency_cmd:latency_cmd",
+    "inspect": "edge_export.cli.inspect:inspect_cmd",
+    "latency": "edge_export.cli.latency:latency_cmd",
     "llm": "edge_export.llm.commands:llm_cmd",
-    "release": "edge_export.release_cmd:release_cmd",
-    "verify": "edge_export.release_cmd:verify_cmd",
+    "release": "edge_export.cli.release:release_cmd",
+    "verify": "edge_export.cli.release:verify_cmd",
 }
 
 
@@ -183,14 +183,14 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
                max_accuracy_drop: float | None, jobs: int, threads: int, cache_dir: Path | None, no_cache: bool,
                report_path: Path | None, as_json: bool, force: bool, debug: bool) -> None:
     """Export MODEL to each --target with each --recipe, verify, and package."""
-    from edge_export.tensors import parse_dynamic_spec, parse_input_spec
+    from edge_export.load.tensors import parse_dynamic_spec, parse_input_spec
 
     specs = tuple(parse_input_spec(s) for s in inputs)
     declared = tuple(parse_dynamic_spec(s) for s in dynamic)
     _check_package_id(name, pkg_version)
     with _stdout_for_json(as_json) as emit:
-        from edge_export.cache import default_dir as default_cache_dir
-        from edge_export.pipeline import ExportOptions, resolve_recipes, resolve_targets, run_export
+        from edge_export.build.cache import default_dir as default_cache_dir
+        from edge_export.build.pipeline import ExportOptions, resolve_recipes, resolve_targets, run_export
 
         resolve_recipes(resolve_targets(targets), recipes)  # usage errors before heavy imports
         opts = ExportOptions(
@@ -203,10 +203,10 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
             force=force, cache_dir=None if no_cache else cache_dir or default_cache_dir())
         report = run_export(opts)
         if report_path is not None:
-            from edge_export.report import write_report
+            from edge_export.verify.report import write_report
 
             write_report(list(report.published.values()), report_path)
-        from edge_export.summary import print_summary, report_json, run_error
+        from edge_export.cli.summary import print_summary, report_json, run_error
 
         _warn_busy(report)
         if as_json:
@@ -221,7 +221,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
 
 def _warn_busy(report: Any) -> None:
     """One loud line when a latency figure of this run was measured on a busy machine."""
-    from edge_export.latency import busy_warning
+    from edge_export.verify.latency import busy_warning
 
     busy = [r.latency for r in report.results if r.latency and r.latency.get("busy")]
     if busy and (message := busy_warning(max(busy, key=lambda m: m["load_avg_1m"]))):
@@ -245,7 +245,7 @@ def _check_package_id(name: str | None, version: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
 def recipes_cmd(as_json: bool) -> None:
     """Show which recipe each target supports, and how (or why not)."""
-    from edge_export.summary import print_recipe_matrix, recipe_matrix
+    from edge_export.cli.summary import print_recipe_matrix, recipe_matrix
 
     matrix = recipe_matrix()
     if as_json:

@@ -1,6 +1,6 @@
 """The warm re-run fast path: re-publish an unchanged model's packages without torch.
 
-The content cache (``edge_export.cache``) keys a job on the exported graph and weights,
+The content cache (``edge_export.build.cache``) keys a job on the exported graph and weights,
 which takes importing torch, running the user's code and ``torch.export`` to compute:
 seconds before anything is reused. This layer sits in front of it. Its key is computed
 from files and options alone:
@@ -45,7 +45,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from edge_export.hashing import file_sha256
+from edge_export.package.hashing import file_sha256
 
 FORMAT = 1
 RACY_SECONDS = 2.0  # a file this fresh may change again without its mtime moving
@@ -132,7 +132,7 @@ NOT_IN_KEY = frozenset({"out", "jobs", "debug", "quiet", "force", "cache_dir", "
 
 def fast_key(opts: Any, plan: list, hashes: FileHashes) -> str:
     from edge_export import __version__
-    from edge_export.cache import source_sha256
+    from edge_export.build.cache import source_sha256
 
     def data(path: Path | None) -> str | None:
         return None if path is None else hashes.tree_sha256(Path(path))
@@ -219,7 +219,7 @@ def _entry_dir(root: Path, key: str) -> Path:
 def store(root: Path, key: str, deps: list[str], hashes: FileHashes, model: Any,
           jobs: list, report: Any) -> None:
     """Record a run whose every package passed (best effort, like the content cache)."""
-    from edge_export.archive import zip_name
+    from edge_export.package.archive import zip_name
 
     if report.exit_code != 0 or any(j.cache_key is None for j in jobs):
         return
@@ -278,7 +278,7 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 def _stage(root: Path, entry: Path, i: int, package: dict, staging: Path,
            hashes: FileHashes) -> Path | None:
     """Rebuild one package (and its zip beside it) in ``staging``; None if anything differs."""
-    from edge_export.cache import Cache
+    from edge_export.build.cache import Cache
 
     hit = Cache(root).lookup(package["job_key"])  # re-checks the artifact's sha256
     if hit is None:
@@ -319,9 +319,9 @@ def attempt(opts: Any, plan: list, skipped: list) -> tuple[Any | None, str, File
 
 def _republish(opts: Any, root: Path, entry: Path, meta: dict, skipped: list,
                hashes: FileHashes) -> Any | None:
-    from edge_export.job import JobResult
-    from edge_export.package import check_replaceable, package_dir, publish, publish_lock, staging_root
-    from edge_export.pipeline import RunReport
+    from edge_export.build.job import JobResult
+    from edge_export.build.pipeline import RunReport
+    from edge_export.package.manifest import check_replaceable, package_dir, publish, publish_lock, staging_root
 
     start = time.monotonic()
     staging = staging_root(opts.out)

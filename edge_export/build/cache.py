@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_export import __version__
-from edge_export.hashing import artifact_sha256
+from edge_export.package.hashing import artifact_sha256
 
 FORMAT = 1
 ENTRY = "entry.json"

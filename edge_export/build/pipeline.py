@@ -13,9 +13,11 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from edge_export.archive import write_zip, zip_name
-from edge_export.cache import Cache, hint_of
-from edge_export.dynamic import is_dynamic
+from edge_export.build.cache import Cache, hint_of
+from edge_export.build.exporter import ALL_TARGETS, Availability, select_targets, target_names
+from edge_export.build.job import Job, JobResult, ModelInfo, run_job
+from edge_export.build.workers import WorkerPool
+from edge_export.cli.progress import Progress
 from edge_export.errors import (
     EXIT_GATE_FAILED,
     EXIT_OK,
@@ -24,10 +26,11 @@ from edge_export.errors import (
     Interrupted,
     UsageError,
 )
-from edge_export.exporter import ALL_TARGETS, Availability, select_targets, target_names
 from edge_export.faultpoints import AFTER_EXPORT, BEFORE_PUBLISH, pause_point
-from edge_export.job import Job, JobResult, ModelInfo, run_job
-from edge_export.package import (
+from edge_export.load.dynamic import is_dynamic
+from edge_export.load.tensors import DynamicDim, TensorSpec
+from edge_export.package.archive import write_zip, zip_name
+from edge_export.package.manifest import (
     check_replaceable,
     clean_leftovers,
     failed_dir,
@@ -36,10 +39,7 @@ from edge_export.package import (
     publish_lock,
     staging_root,
 )
-from edge_export.progress import Progress
-from edge_export.recipe import Recipe, builtin_recipes, is_recipe_file, load_recipe_file
-from edge_export.tensors import DynamicDim, TensorSpec
-from edge_export.workers import WorkerPool
+from edge_export.quant.recipe import Recipe, builtin_recipes, is_recipe_file, load_recipe_file
 
 DEFAULT_VERSION = "0.1.0"
 
@@ -65,7 +65,7 @@ class ExportOptions:
     debug: bool = False
     force: bool = False  # replace a published package built from a different model
     quiet: bool = False
-    cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
+    cache_dir: Path | None = None  # content cache (edge_export.build.cache); None bypasses it
     threads: int = 1  # every runtime's thread pool while latency is measured (--threads)
     keep_float: str | None = None  # --keep-float auto: overrides the recipes' keep_float
 
@@ -128,7 +128,7 @@ def override_keep_float(plan: list[tuple[str, Recipe]],
         return plan
     import hashlib
 
-    from edge_export.exporter import get_exporter
+    from edge_export.build.exporter import get_exporter
 
     out = []
     for target, recipe in plan:
@@ -154,7 +154,7 @@ def compose_with_compression(plan: list[tuple[str, Recipe]], compression: dict,
 
     A target that cannot carry the model is refused when named in ``explicit``; one that
     ``--target all`` brought in is left out (returned, to be reported), unless none is left."""
-    from edge_export.compression import TORCHAO_PREFIX
+    from edge_export.load.compression import TORCHAO_PREFIX
 
     quantized = compression.get("quantization")
     if not quantized:
@@ -198,7 +198,7 @@ def _pt2e_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
 
 
 def _torchao_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
-    from edge_export.compression import TORCHAO_EQUIVALENTS, TORCHAO_PREFIX
+    from edge_export.load.compression import TORCHAO_EQUIVALENTS, TORCHAO_PREFIX
 
     equivalents = TORCHAO_EQUIVALENTS[quantized.removeprefix(TORCHAO_PREFIX)]
     shipped = builtin_recipes(target)
@@ -218,7 +218,7 @@ def _torchao_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
 
 def refuse_dynamic(targets: list[str]) -> None:
     """--dynamic on a target whose exporter declares it cannot take dynamic dimensions."""
-    from edge_export.exporter import exporter_class
+    from edge_export.build.exporter import exporter_class
 
     for target in targets:
         reason = exporter_class(target).dynamic_dims_refusal
@@ -229,8 +229,7 @@ def refuse_dynamic(targets: list[str]) -> None:
 
 
 def run_export(opts: ExportOptions) -> RunReport:
-    from edge_export import fastpath
-
+    from edge_export.build import fastpath
     targets, skipped = select_targets(opts.targets)
     if opts.dynamic:
         refuse_dynamic(targets)
@@ -248,7 +247,7 @@ def run_export(opts: ExportOptions) -> RunReport:
         hit, fast_key, hashes = fastpath.attempt(opts, plan, skipped)
         if hit is not None:
             return hit
-    from edge_export import workspace  # imports torch
+    from edge_export.build import workspace  # imports torch
 
     root = staging_root(opts.out)
     report = RunReport(skipped=skipped)
@@ -317,8 +316,8 @@ def _start_workers(opts: ExportOptions, plan: list[tuple[str, Recipe]], cache: C
 def _with_cache_keys(jobs: list[Job], inputs_sha256: dict[str, str]) -> list[Job]:
     if not jobs or jobs[0].cache_dir is None:
         return jobs
-    from edge_export.cache import job_key
-    from edge_export.exporter import get_exporter
+    from edge_export.build.cache import job_key
+    from edge_export.build.exporter import get_exporter
 
     return [replace(j, cache_key=job_key(j, get_exporter(j.target), inputs_sha256)) for j in jobs]
 
@@ -347,7 +346,7 @@ def _run_jobs(jobs: list[Job], pool: WorkerPool | None, workers: int, root: Path
 
 
 def _cached(job: Job) -> bool:
-    from edge_export.cache import Cache
+    from edge_export.build.cache import Cache
 
     return job.cache_key is not None and Cache(job.cache_dir).contains(job.cache_key)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge_export.errors import UsageError
-from edge_export.tensors import DynamicDim, TensorSpec
+from edge_export.load.tensors import DynamicDim, TensorSpec
 
 Sample = tuple[np.ndarray, ...]
 

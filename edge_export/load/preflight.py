@@ -13,18 +13,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edge_export.build.exporter import availability, get_exporter
 from edge_export.errors import summarize_exception
-from edge_export.exporter import availability, get_exporter
-from edge_export.tensors import TensorSpec
+from edge_export.load.tensors import TensorSpec
 
 
 def inspect_model(spec: str, targets: list[str], input_specs: list[TensorSpec] = (),
                   trust_pickle: bool = False) -> dict[str, Any]:
     import torch
 
-    from edge_export.capture import toolchain_output
-    from edge_export.loading import load_model
-    from edge_export.workspace import export_failure, output_kinds
+    from edge_export.build.capture import toolchain_output
+    from edge_export.build.workspace import export_failure, output_kinds
+    from edge_export.load.model import load_model
 
     loaded = load_model(spec, input_specs=list(input_specs), trust_pickle=trust_pickle)
     params = list(loaded.module.parameters())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from edge_export.archive import MAX_EXTRACT_BYTES
+from edge_export.package.archive import MAX_EXTRACT_BYTES
 
 
 @click.command("verify")
@@ -20,7 +20,7 @@ def verify_cmd(package: Path, max_bytes: int, as_json: bool) -> None:
     """Check PACKAGE (a package directory or its .zip): manifest schema, every file's
     sha256 and size, and its golden inputs re-run on the host runtime at the recipe's
     thresholds. Exit 0 ok, 1 mismatch, 2 malformed or unsafe input."""
-    from edge_export.verify import verify
+    from edge_export.verify.integrity import verify
 
     checked = verify(package, max_bytes)
     m, parity = checked.manifest, checked.parity
@@ -64,7 +64,7 @@ def release_cmd(config: Path, out: Path, version: str | None, jobs: int, executo
                 ray_address: str | None, keep_going: bool, debug: bool) -> None:
     """Build every model x target x recipe of CONFIG (TOML) into OUT/<version>/: zips,
     SHA256SUMS, index.json, RELEASE_NOTES.md and report.html — all or nothing."""
-    from edge_export.release import release
+    from edge_export.release.run import release
 
     result = release(config, out, executor=executor, workers=jobs, keep_going=keep_going,
                      ray_address=ray_address, version=version, log=lambda m: click.echo(m, err=True))

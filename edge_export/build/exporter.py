@@ -82,7 +82,7 @@ class Prepared:
         dimensions, when a scheme quantized it in PyTorch (a GraphModule)."""
         import torch
 
-        from edge_export.dynamic import is_dynamic, torch_dynamic_shapes, tracing_examples
+        from edge_export.load.dynamic import is_dynamic, torch_dynamic_shapes, tracing_examples
 
         if isinstance(self.program, torch.export.ExportedProgram):
             return self.program
@@ -115,7 +115,7 @@ class SchemeTable:
 
     def register(self, name: str, keep_float: bool = False) -> Callable[[Scheme], Scheme]:
         """``keep_float=True``: the scheme leaves the recipe's ``keep_float`` module paths
-        in float, so ``keep_float = "auto"`` (edge_export.mixed_precision) can drive it."""
+        in float, so ``keep_float = "auto"`` (edge_export.quant.mixed_precision) can drive it."""
         def deco(fn: Scheme) -> Scheme:
             self._schemes[name] = fn
             if keep_float:

@@ -15,7 +15,7 @@ import click
 @click.argument("packages", nargs=-1, required=True, type=click.Path(path_type=Path))
 def bundle_cmd(app: str, apps_root: Path, packages: tuple[Path, ...]) -> None:
     """Copy verified PACKAGES into a sample app's assets (replacing atomically)."""
-    from edge_export.bundle import bundle
+    from edge_export.release.bundle import bundle
 
     for dest in bundle(app, list(packages), apps_root):
         click.echo(str(dest))

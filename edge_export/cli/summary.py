@@ -8,9 +8,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edge_export.exporter import availability, target_names
-from edge_export.pipeline import RunReport
-from edge_export.recipe import builtin_recipes
+from edge_export.build.exporter import availability, target_names
+from edge_export.build.pipeline import RunReport
+from edge_export.quant.recipe import builtin_recipes
 
 METRIC_KEYS = ("max_abs", "mean_abs", "cosine", "snr_db", "top1_agreement")
 

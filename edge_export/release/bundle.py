@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_export.errors import EXIT_GATE_FAILED, PackageError, UsageError
-from edge_export.hashing import artifact_sha256
+from edge_export.package.hashing import artifact_sha256
 
 MANIFEST = "manifest.json"
 INDEX = "index.json"

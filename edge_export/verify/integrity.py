@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.archive import MAX_EXTRACT_BYTES, extract_zip
-from edge_export.bundle import MANIFEST, check_integrity
-from edge_export.capture import toolchain_output
+from edge_export.build.capture import toolchain_output
+from edge_export.build.exporter import Runner, RuntimeUnavailable, ToolchainMissing, get_exporter
 from edge_export.errors import GateFailed, PackageError
-from edge_export.exporter import Runner, RuntimeUnavailable, ToolchainMissing, get_exporter
-from edge_export.package import read_golden_tensor
-from edge_export.parity import ParityResult, gate
-from edge_export.recipe import Thresholds
+from edge_export.package.archive import MAX_EXTRACT_BYTES, extract_zip
+from edge_export.package.manifest import read_golden_tensor
+from edge_export.quant.recipe import Thresholds
+from edge_export.release.bundle import MANIFEST, check_integrity
+from edge_export.verify.parity import ParityResult, gate
 
 
 @dataclass

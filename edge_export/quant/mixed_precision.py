@@ -1,6 +1,6 @@
 """``keep_float = "auto"`` (gate-driven mixed precision) and divergence localization.
 
-Both use the per-layer sensitivity of ``edge_export.sensitivity``. Auto ranks the layers
+Both use the per-layer sensitivity of ``edge_export.quant.sensitivity``. Auto ranks the layers
 by how much each loses alone, estimates in simulation how many of the worst must stay
 float, then lets the target decide: each candidate set is quantized by the target's own
 scheme, checked first on its PyTorch reference where the scheme has one (PT2E: cheap, no
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.quantization import AUTO, with_keep_float
+from edge_export.quant.mechanisms import AUTO, with_keep_float
 
 MEASURE_SAMPLES = 8  # parity samples the simulation runs on (each layer costs one pass per sample)
 MAX_ARTIFACTS = 4  # lowered candidates before auto gives up (each is a full lower + verify)
@@ -30,7 +30,7 @@ def is_auto(recipe: Any) -> bool:
 def measure(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.ndarray, ...]],
             reference: list[list[np.ndarray]]) -> tuple[Any, dict[str, Any]]:
     """(simulator, the ``layers`` record for parity.json: method and per-layer SNR alone)."""
-    from edge_export.sensitivity import QuantSim, sensitivities
+    from edge_export.quant.sensitivity import QuantSim, sensitivities
 
     sim = QuantSim(program, recipe, ctx.calibration)
     n = min(MEASURE_SAMPLES, len(inputs))
@@ -82,7 +82,7 @@ def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.nd
     """Quantize → (reference check) → lower → verify with growing keep-float sets; returns the
     verify results of the first passing candidate (or of the last one tried), with the choice,
     the attempts and the per-layer sensitivities recorded in ``parity["layers"]``."""
-    from edge_export.sensitivity import estimate_keep
+    from edge_export.quant.sensitivity import estimate_keep
 
     sim, record = measure(program, recipe, ctx, inputs, reference)
     order = list(record["snr_db_alone"])

@@ -2,7 +2,7 @@
 
 Each package's artifact is loaded on its target's host runtime and fed its first golden
 sample (the model's example input); with ``--model`` the PyTorch eager model runs the same
-input. All of them are timed interleaved after warm-up (``edge_export.latency``), at
+input. All of them are timed interleaved after warm-up (``edge_export.verify.latency``), at
 ``--threads`` threads, and compared on the minimum, the figure other load disturbs least.
 """
 
@@ -16,16 +16,16 @@ from typing import Any
 
 import click
 
-from edge_export.latency import DEFAULT_RUNS, DEFAULT_WARMUP, STATISTIC
+from edge_export.verify.latency import DEFAULT_RUNS, DEFAULT_WARMUP, STATISTIC
 
 
 def compare(packages: list[Path], model: str | None = None, threads: int = 1,
             runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP) -> dict[str, Any]:
     """Latency of every package (and of ``model`` in PyTorch eager), measured interleaved.
     Packages whose runtime cannot run here are listed with the reason, untimed."""
-    from edge_export.exporter import RuntimeUnavailable, ToolchainMissing
-    from edge_export.latency import limit_threads, measure
-    from edge_export.verify import opened, run_golden
+    from edge_export.build.exporter import RuntimeUnavailable, ToolchainMissing
+    from edge_export.verify.integrity import opened, run_golden
+    from edge_export.verify.latency import limit_threads, measure
 
     limit_threads(threads)
     runners: dict[str, Callable[[], Any]] = {}
@@ -66,7 +66,7 @@ def _eager_runner(spec: str) -> Callable[[], Any]:
     """The model in PyTorch eager on its example inputs (golden sample 0 of every package)."""
     import torch
 
-    from edge_export.loading import load_model
+    from edge_export.load.model import load_model
 
     loaded = load_model(spec)
     module, inputs = loaded.module.eval(), loaded.example_inputs
@@ -94,8 +94,8 @@ def latency_cmd(packages: tuple[Path, ...], model: str | None, threads: int, run
     """Host latency of PACKAGES (directories or zips) side by side, interleaved, with
     min / median / p90, the load average and the thread count. Compare the min: it is
     what other load on the machine disturbs least."""
-    from edge_export.cli import _stdout_for_json
-    from edge_export.latency import busy_warning
+    from edge_export.cli.main import _stdout_for_json
+    from edge_export.verify.latency import busy_warning
 
     with _stdout_for_json(as_json) as emit:  # runtimes print banners on their first run
         result = compare(list(packages), model, threads, runs, warmup)

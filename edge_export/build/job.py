@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_export import __version__
-from edge_export.capture import toolchain_output
+from edge_export.build.capture import toolchain_output
+from edge_export.build.exporter import BuildContext, RuntimeUnavailable, get_exporter
 from edge_export.errors import EdgeExportError, ToolchainError, output_error, summarize_exception
-from edge_export.exporter import BuildContext, RuntimeUnavailable, get_exporter
-from edge_export.package import SCHEMA_VERSION, write_golden, write_manifest
-from edge_export.recipe import Recipe, Thresholds
-from edge_export.tensors import TensorSpec
+from edge_export.load.tensors import TensorSpec
+from edge_export.package.manifest import SCHEMA_VERSION, write_golden, write_manifest
+from edge_export.quant.recipe import Recipe, Thresholds
 
 if TYPE_CHECKING:  # imported where used: the warm re-run path imports this module
     import numpy as np
 
-    from edge_export.parity import ParityResult
+    from edge_export.verify.parity import ParityResult
 
 # Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
 # recipe does not set one: tight, because both sides compute the same quantized graph.
@@ -61,7 +61,7 @@ class Job:
     parity_inputs_from: str  # "validation-data" | "random"
     max_accuracy_drop: float | None = None
     debug: bool = False
-    cache_dir: Path | None = None  # content cache (edge_export.cache); None bypasses it
+    cache_dir: Path | None = None  # content cache (edge_export.build.cache); None bypasses it
     cache_key: str | None = None
     threads: int = 1  # --threads: every runtime's pool while measuring latency
 
@@ -132,7 +132,7 @@ def run_job(job: Job, report: Report | None = None) -> JobResult:
 
 def _build_cached(job: Job, exporter: Any, artifact: Path, stage: Callable[[str], None]):
     """quantize → lower → verify, or the artifact and results of an identical earlier build."""
-    from edge_export.cache import Cache, restore
+    from edge_export.build.cache import Cache, restore
 
     cache = Cache(job.cache_dir) if job.cache_dir and job.cache_key else None
     hit = cache.lookup(job.cache_key) if cache else None
@@ -151,8 +151,7 @@ def _build(job: Job, exporter: Any, artifact: Path, stage: Callable[[str], None]
     stage("quantize")
     import torch
 
-    from edge_export import mixed_precision
-
+    from edge_export.quant import mixed_precision
     program = torch.export.load(str(job.workspace / "program.pt2"))
     ctx = _context(job)
     if mixed_precision.is_auto(job.recipe):
@@ -180,10 +179,10 @@ def _prepare(exporter: Any, program: Any, recipe: Recipe, ctx: BuildContext,
 
 def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifact: Path,
                 stage: Callable[[str], None]):
-    """keep_float = "auto": see edge_export.mixed_precision (the loop is target-agnostic)."""
+    """keep_float = "auto": see edge_export.quant.mixed_precision (the loop is target-agnostic)."""
     from edge_export.errors import UsageError
-    from edge_export.mixed_precision import build_auto
-    from edge_export.parity import gate
+    from edge_export.quant.mixed_precision import build_auto
+    from edge_export.verify.parity import gate
 
     if not exporter.schemes.honours_keep_float(job.recipe.scheme):
         raise UsageError(f"recipe {job.recipe.name} ({job.target}): keep_float = \"auto\" needs a "
@@ -257,7 +256,7 @@ def _context(job: Job) -> BuildContext:
     examples = tuple(torch.from_numpy(parity[f"in_{i}"][0].copy()) for i in range(n_in))
 
     def reload_module() -> torch.nn.Module:
-        from edge_export.loading import load_model
+        from edge_export.load.model import load_model
 
         loaded = load_model(job.model.spec, input_specs=list(job.model.input_overrides),
                             trust_pickle=job.model.trust_pickle)
@@ -275,11 +274,11 @@ def _context(job: Job) -> BuildContext:
 
 
 def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
-    from edge_export.parity import ParityResult, gate
+    from edge_export.verify.parity import ParityResult, gate
 
     inputs, reference = _parity_columns(job)
     try:
-        from edge_export.latency import limit_threads
+        from edge_export.verify.latency import limit_threads
 
         limit_threads(job.threads)
         runtime, run = exporter.load_runtime(artifact, threads=job.threads)
@@ -314,8 +313,8 @@ def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
 def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dict[str, Any]:
     """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
     recipe's thresholds; the first failure fails the package."""
-    from edge_export.dynamic import sizes_label
-    from edge_export.parity import ParityResult, gate
+    from edge_export.load.dynamic import sizes_label
+    from edge_export.verify.parity import ParityResult, gate
 
     arrays = _load_npz(job.workspace / "sizes.npz")
     if not arrays:
@@ -343,7 +342,7 @@ def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dic
 def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     import torch
 
-    from edge_export.loading import eager_outputs
+    from edge_export.load.model import eager_outputs
 
     return eager_outputs(module, tuple(torch.from_numpy(a.copy()) for a in sample))
 
@@ -356,8 +355,8 @@ def _parity_json(quality: Any, fidelity: Any, job: Job) -> dict[str, Any]:
 
 
 def _latency(run: Any, sample: tuple[np.ndarray, ...], threads: int) -> dict[str, Any]:
-    """min/median/p90 after warm-up, with the load average (edge_export.latency)."""
-    from edge_export.latency import single
+    """min/median/p90 after warm-up, with the load average (edge_export.verify.latency)."""
+    from edge_export.verify.latency import single
 
     return single(lambda: run(list(sample)), threads=threads)
 

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from edge_export.job import Job, JobResult
+from edge_export.build.job import Job, JobResult
 
 Finished = Callable[[JobResult], None]
 
@@ -114,9 +114,9 @@ def _serve(conn: Connection, target: str, log: Path | None) -> None:
     """Worker main loop: preload the toolchain, then run jobs until told to stop.
     Ctrl-C is the main process's to handle: it stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from edge_export.capture import toolchain_output
-    from edge_export.exporter import get_exporter
-    from edge_export.job import run_job
+    from edge_export.build.capture import toolchain_output
+    from edge_export.build.exporter import get_exporter
+    from edge_export.build.job import run_job
 
     try:
         with toolchain_output(log or Path(os.devnull), enabled=log is not None):

@@ -21,11 +21,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_export.adapt import FlatCall, contiguous, has_strided_weights, needs_adapter, output_names, split_examples
-from edge_export.capture import toolchain_output
-from edge_export.compression import Compression, prepare_compressed
+from edge_export.build.capture import toolchain_output
 from edge_export.errors import UnsafeInputError, UsageError, summarize_exception
-from edge_export.tensors import DynamicDim, TensorSpec, with_dynamic_dims
+from edge_export.load.adapt import (
+    FlatCall,
+    contiguous,
+    has_strided_weights,
+    needs_adapter,
+    output_names,
+    split_examples,
+)
+from edge_export.load.compression import Compression, prepare_compressed
+from edge_export.load.tensors import DynamicDim, TensorSpec, with_dynamic_dims
 
 METADATA_ATTR = "edge_export_metadata"
 EXAMPLE_INPUTS_ATTR = "example_inputs"

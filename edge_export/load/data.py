@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_export.errors import UsageError
-from edge_export.tensors import TensorSpec
+from edge_export.load.tensors import TensorSpec
 
 Sample = tuple[np.ndarray, ...]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -99,7 +99,7 @@ def _from_pt(path: Path, specs: list[TensorSpec], flag: str) -> list[Sample]:
 def _from_images(folder: Path, specs: list[TensorSpec], preprocessing: dict, flag: str) -> list[Sample]:
     from PIL import Image, UnidentifiedImageError
 
-    from edge_export.preprocess import image_to_tensor
+    from edge_export.package.preprocess import image_to_tensor
 
     if len(specs) != 1:
         raise UsageError(f"{flag} {folder}: image folders feed single-input models only")

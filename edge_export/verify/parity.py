@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.recipe import Thresholds
+from edge_export.quant.recipe import Thresholds
 
 SNR_CAP_DB = 200.0  # reported for bit-exact outputs (JSON has no infinity)
 # Top-1 agreement over a handful of samples, or over random inputs (flat logits), measures

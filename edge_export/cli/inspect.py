@@ -1,4 +1,4 @@
-"""``edge-export inspect MODEL``: the pre-flight report (edge_export.preflight)."""
+"""``edge-export inspect MODEL``: the pre-flight report (edge_export.load.preflight)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ def inspect_cmd(model: str, targets: tuple[str, ...], inputs: tuple[str, ...], t
                 as_json: bool, debug: bool) -> None:
     """Report MODEL's parameters, dtypes, sparsity, compression, input/output contract and,
     per target, the ops that will not convert or not be delegated — before any export."""
-    from edge_export.cli import _stdout_for_json
-    from edge_export.pipeline import resolve_targets
-    from edge_export.tensors import parse_input_spec
+    from edge_export.build.pipeline import resolve_targets
+    from edge_export.cli.main import _stdout_for_json
+    from edge_export.load.tensors import parse_input_spec
 
     specs = [parse_input_spec(s) for s in inputs]
     chosen = resolve_targets(targets)
     with _stdout_for_json(as_json) as emit:
-        from edge_export.preflight import inspect_model
+        from edge_export.load.preflight import inspect_model
 
         report = inspect_model(model, chosen, specs, trust_pickle)
         if as_json:

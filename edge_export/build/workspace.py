@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.cache import arrays_sha256
-from edge_export.capture import toolchain_output
-from edge_export.data import load_samples, random_samples
-from edge_export.dynamic import (
+from edge_export.build.cache import arrays_sha256
+from edge_export.build.capture import toolchain_output
+from edge_export.build.job import ModelInfo
+from edge_export.errors import ToolchainError, UsageError, summarize_exception
+from edge_export.load.data import load_samples, random_samples
+from edge_export.load.dynamic import (
     check_symbolic,
     export_dynamic_shapes,
     fixed_dimension,
@@ -27,11 +29,9 @@ from edge_export.dynamic import (
     resized_sample,
     tracing_examples,
 )
-from edge_export.errors import ToolchainError, UsageError, summarize_exception
-from edge_export.hashing import weights_sha256
-from edge_export.job import ModelInfo
-from edge_export.loading import LoadedModel, eager_outputs, load_model
-from edge_export.tensors import DynamicDim
+from edge_export.load.model import LoadedModel, eager_outputs, load_model
+from edge_export.load.tensors import DynamicDim
+from edge_export.package.hashing import weights_sha256
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def _write_app_vectors(loaded: LoadedModel, folder: Path) -> None:
         return
     from PIL import Image
 
-    from edge_export.preprocess import write_app_vectors
+    from edge_export.package.preprocess import write_app_vectors
 
     x = loaded.example_inputs[0].detach().numpy()[0]
     chw = x if pre.get("layout", "NCHW") == "NCHW" else np.moveaxis(x, -1, 0)

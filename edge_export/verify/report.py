@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.exporter import RuntimeUnavailable
-from edge_export.parity import output_metrics
-from edge_export.verify import GoldenRun, opened, run_golden
+from edge_export.build.exporter import RuntimeUnavailable
+from edge_export.verify.integrity import GoldenRun, opened, run_golden
+from edge_export.verify.parity import output_metrics
 
 METRICS = ("max_abs", "mean_abs", "cosine", "snr_db", "top1_agreement")
 
@@ -81,8 +81,8 @@ def _layers_section(layers: dict[str, Any] | None, shown: int = 10) -> str:
 
 
 def _latency(golden: GoldenRun) -> float:
-    """The minimum after warm-up (edge_export.latency: the figure other load disturbs least)."""
-    from edge_export.latency import limit_threads, single
+    """The minimum after warm-up (edge_export.verify.latency: the figure other load disturbs least)."""
+    from edge_export.verify.latency import limit_threads, single
 
     limit_threads(1)
     sample = golden.inputs[0]

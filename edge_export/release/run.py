@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_export import __version__
-from edge_export.archive import zip_name
 from edge_export.errors import EXIT_GATE_FAILED, EXIT_TOOLCHAIN, EdgeExportError, UsageError
-from edge_export.hashing import artifact_sha256, file_sha256
+from edge_export.package.archive import zip_name
+from edge_export.package.hashing import artifact_sha256, file_sha256
 
 INDEX = "index.json"
 SUMS = "SHA256SUMS"
@@ -132,7 +132,7 @@ def _safe(value: Any, what: str) -> str:
 def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[ReleaseJob]]:
     """The release version and its jobs (without fingerprints); every config problem is a
     usage error raised before anything heavy runs."""
-    from edge_export.exporter import select_targets
+    from edge_export.build.exporter import select_targets
 
     config = Path(config)
     try:
@@ -187,8 +187,8 @@ def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[Relea
 def _plan(targets: list[str], recipes: list[str], where: str) -> list[tuple[str, str, Any]]:
     """(recipe as given, target, Recipe): a shipped name applies to every target, a recipe
     file to its own target, which must be among the model's targets."""
-    from edge_export.pipeline import resolve_recipes
-    from edge_export.recipe import is_recipe_file, load_recipe_file
+    from edge_export.build.pipeline import resolve_recipes
+    from edge_export.quant.recipe import is_recipe_file, load_recipe_file
 
     plan = []
     for source in recipes:
@@ -210,8 +210,8 @@ def _path_hash(path: str | None) -> str | None:
 def fingerprint_inputs(job: ReleaseJob, weights: str, source: str | None) -> dict[str, Any]:
     """Everything a package's bytes depend on, besides the code of edge-export itself
     (whose version is included)."""
-    from edge_export.exporter import get_exporter
-    from edge_export.pipeline import resolve_recipes
+    from edge_export.build.exporter import get_exporter
+    from edge_export.build.pipeline import resolve_recipes
 
     (_, recipe), = resolve_recipes([job.target], (job.recipe,))
     exporter = get_exporter(job.target)
@@ -232,8 +232,8 @@ def _portable_spec(spec: str) -> str:
 
 
 def with_fingerprints(jobs: list[ReleaseJob]) -> tuple[list[ReleaseJob], dict[tuple, dict]]:
-    from edge_export.hashing import weights_sha256
-    from edge_export.loading import load_model
+    from edge_export.load.model import load_model
+    from edge_export.package.hashing import weights_sha256
 
     weights: dict[str, tuple[str, str | None]] = {}
     out, inputs = [], {}
@@ -256,7 +256,7 @@ def with_fingerprints(jobs: list[ReleaseJob]) -> tuple[list[ReleaseJob], dict[tu
 def build_package(job: ReleaseJob) -> JobOutcome:
     """Export one package with the ordinary pipeline and return its zip (never raises for
     a failed export: the outcome says why)."""
-    from edge_export.pipeline import ExportOptions, run_export
+    from edge_export.build.pipeline import ExportOptions, run_export
 
     opt = {k: Path(v) for k in _DATA_KEYS if (v := getattr(job, k)) is not None}
     with tempfile.TemporaryDirectory(prefix="edge-export-release-job-") as tmp:
@@ -436,7 +436,7 @@ def release_notes(version: str, entries: list[dict[str, Any]], outcomes: dict[tu
 
 def _write_release(folder: Path, version: str, outcomes: list[JobOutcome], inputs: dict[tuple, dict],
                    previous: tuple[str, dict[str, Any]] | None) -> None:
-    from edge_export.report import write_report
+    from edge_export.verify.report import write_report
 
     folder.mkdir(parents=True)
     entries = []
@@ -463,7 +463,7 @@ class ReleaseFailed(EdgeExportError):
 
 def release(config: Path, root: Path, *, executor: str = "local", workers: int = 1, keep_going: bool = False,
             ray_address: str | None = None, version: str | None = None, log: Log = print) -> ReleaseResult:
-    from edge_export.package import clean_leftovers, publish, staging_root
+    from edge_export.package.manifest import clean_leftovers, publish, staging_root
 
     release_version, jobs = load_jobs(config, version)
     if root.exists() and not root.is_dir():

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.quantization import WEIGHTED_OPS, module_names
+from edge_export.quant.mechanisms import WEIGHTED_OPS, module_names
 
 # (input arg, weight arg, weight output-channel axis) per weighted op.
 _ARGS = {"mm": (0, 1, -1), "addmm": (1, 2, -1), "conv_transpose1d": (0, 1, 1),
@@ -138,7 +138,7 @@ def _fake_affine(x: Any, lo: float, hi: float, levels: int = 255) -> Any:
 
 def quality(reference: list[list[np.ndarray]], actual: list[list[np.ndarray]]) -> tuple[float, float]:
     """(worst SNR dB, worst cosine) over the float outputs; per sample, the list of outputs."""
-    from edge_export.parity import output_metrics
+    from edge_export.verify.parity import output_metrics
 
     snr, cos = float("inf"), 1.0
     for i in range(len(reference[0])):

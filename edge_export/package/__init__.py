@@ -1,0 +1,1 @@
+"""Package stage: manifest, golden I/O, hashes, deterministic archives, app preprocessing spec."""

@@ -1,0 +1,1 @@
+"""Quantization: recipes, the shared quantization mechanisms, sensitivity and mixed precision."""

@@ -1,0 +1,1 @@
+"""Release: bundling packages into the demo apps and all-or-nothing zoo releases."""
