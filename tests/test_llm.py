@@ -113,6 +113,27 @@ def test_qwen2_style_android_fp32_and_4bit(qwen2: Path) -> None:
 
 
 @pytest.mark.slow
+def test_bundle_puts_llm_packages_where_the_text_generation_screen_lists_them(tiny_lm: Path,
+                                                                               tmp_path: Path) -> None:
+    """android LLM packages land in assets/llm/<dir>/ (LlmPackage.kt lists that folder), byte for
+    byte; the model index (image models) does not list them; the ios app refuses them."""
+    apps = tmp_path / "apps"
+    (apps / "android_demo/app/src/main/assets").mkdir(parents=True)
+    (apps / "ios_demo/EdgeExportDemo/Resources").mkdir(parents=True)
+    proc = run_cli("bundle", "--app", "android", "--apps-root", str(apps), str(tiny_lm / "android-4bit"))
+    assert proc.returncode == 0, proc.stderr
+    dest = apps / "android_demo/app/src/main/assets/llm/tinylm-android-4bit"
+    assert proc.stdout.strip() == str(dest)
+    for rel in ("manifest.json", "model.pte", "tokenizer.json", "generation_config.json"):
+        assert (dest / rel).read_bytes() == (tiny_lm / "android-4bit" / rel).read_bytes()
+    index = json.loads((apps / "android_demo/app/src/main/assets/models/index.json").read_text())
+    assert index["models"] == []
+    proc = run_cli("bundle", "--app", "ios", "--apps-root", str(apps), str(tiny_lm / "android-4bit"))
+    assert proc.returncode == 2 and "does not run android LLM packages" in proc.stderr
+    assert not (apps / "ios_demo/EdgeExportDemo/Resources/Models/LLM").exists()
+
+
+@pytest.mark.slow
 def test_generate_streams_the_golden_continuation(tiny_lm: Path) -> None:
     check_generate_streams_the_golden_continuation(tiny_lm / "android-fp32")
 

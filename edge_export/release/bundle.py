@@ -5,6 +5,10 @@ bundling is the only coupling between a package and an app: what lands here must
 exactly what the manifest describes (hash-checked), in the folder the app's build
 packages (Gradle's default ``src/main/assets``; the iOS project's Models folder
 reference).
+
+LLM packages (``kind: "llm"``) go to the folder the app's text-generation screen lists
+(one folder per package, no index: the screen reads every manifest there), and only to
+an app whose screen runs that target's artifact.
 """
 
 from __future__ import annotations
@@ -38,13 +42,17 @@ class AppLayout:
     models_dir: PurePosixPath  # relative to apps_root
     targets: frozenset[str]
     runtimes: frozenset[str]
+    llm_dir: PurePosixPath  # LLM packages, relative to apps_root
+    llm_targets: frozenset[str]  # what the text-generation screen runs
 
 
 APPS: dict[str, AppLayout] = {
     "android": AppLayout(PurePosixPath("android_demo/app/src/main/assets/models"),
-                         frozenset({"android", "tflite"}), frozenset({"executorch", "litert"})),
+                         frozenset({"android", "tflite"}), frozenset({"executorch", "litert"}),
+                         PurePosixPath("android_demo/app/src/main/assets/llm"), frozenset({"android"})),
     "ios": AppLayout(PurePosixPath("ios_demo/EdgeExportDemo/Resources/Models"),
-                     frozenset({"ios"}), frozenset({"coreml"})),
+                     frozenset({"ios"}), frozenset({"coreml"}),
+                     PurePosixPath("ios_demo/EdgeExportDemo/Resources/Models/LLM"), frozenset({"ios"})),
 }
 
 
@@ -156,12 +164,16 @@ def bundle(app: str, packages: list[Path], apps_root: Path) -> list[Path]:
         raise UsageError(f"{models_dir.parent} does not exist",
                          hint="pass the repository root that holds android_demo/ and ios_demo/")
 
+    llm_dir = Path(apps_root).joinpath(*layout.llm_dir.parts)
     planned: dict[Path, tuple[Path, dict]] = {}
     for package in packages:
         package = Path(package)
         manifest = check_integrity(package)
         _check_fits(app, layout, package, manifest)
-        dest = models_dir / manifest["name"] / _package_slug(manifest)
+        if _is_llm(manifest):
+            dest = llm_dir / f"{manifest['name']}-{_package_slug(manifest)}"
+        else:
+            dest = models_dir / manifest["name"] / _package_slug(manifest)
         if dest in planned:
             raise UsageError(f"{package} and {planned[dest][0]} both bundle to {dest}")
         planned[dest] = (package, manifest)
@@ -176,10 +188,20 @@ def _package_slug(manifest: dict) -> str:
     return f"{manifest['target']}-{manifest['recipe']['name']}"
 
 
+def _is_llm(manifest: dict) -> bool:
+    return manifest.get("kind") == "llm"
+
+
 def _check_fits(app: str, layout: AppLayout, package: Path, manifest: dict) -> None:
     for value in (manifest["name"], manifest["target"], manifest["recipe"]["name"]):
         if not _SAFE_SEGMENT.match(value):
             raise PackageError(f"{package}: {value!r} cannot be used as a folder name")
+    if _is_llm(manifest):
+        if manifest["target"] not in layout.llm_targets:
+            raise PackageError(f"{package}: the {app} app's text generation does not run "
+                               f"{manifest['target']} LLM packages",
+                               hint=f"it runs {', '.join(sorted(layout.llm_targets))} LLM packages")
+        return
     if manifest["target"] not in layout.targets:
         raise PackageError(f"{package}: a {manifest['target']} package cannot go in the {app} app",
                            hint=f"the {app} app takes {', '.join(sorted(layout.targets))}")
@@ -223,6 +245,8 @@ def index_entries(models_dir: Path) -> list[dict[str, str]]:
         if manifest_path.parent.name.startswith("."):
             continue
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if _is_llm(manifest):  # listed by the text-generation screen, not the model index
+            continue
         entries.append({
             "name": manifest["name"], "version": manifest["version"],
             "target": manifest["target"], "recipe": manifest["recipe"]["name"],
