@@ -48,6 +48,17 @@ def test_pt2e_quantization_is_detected():
     assert any("quantize_per_tensor" in op for op in report["ops"])
 
 
+def test_a_quantized_model_says_which_recipe_each_target_ships_it_as():
+    """torchao 8da4w: android and tflite have 8da4w, ios computes it as int4 weights
+    (the table in README's compressed-models section); a float model gets no such field."""
+    report = inspect_json(f"{HANDED_OVER}:torchao_8da4w", "--target", "all")
+    assert {t: f["ships_as"] for t, f in report["targets"].items()} == {
+        "android": "8da4w", "ios": "int4-weight", "tflite": "8da4w"}
+    report = inspect_json(f"{HANDED_OVER}:torchao_int8_weight", "--target", "all")
+    assert report["targets"]["ios"]["ships_as"] == "int8-weight"
+    assert report["targets"]["android"]["ships_as"].startswith("cannot carry it: target android")
+
+
 def test_an_export_failure_is_reported_not_raised():
     report = inspect_json(f"{BAD}:data_dependent", "--target", "android")
     assert report["export"].startswith("torch.export failed") and report["targets"] == {}

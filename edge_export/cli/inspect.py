@@ -59,8 +59,10 @@ def _print(report: dict[str, Any]) -> None:
     if report["export"] != "ok":
         console.print(f"[red]torch.export fails[/]: {report['export']}")
         return
-    targets = Table("target", "prediction", "ops that will not convert", "ops not delegated")
+    carried = any("ships_as" in found for found in report["targets"].values())
+    targets = Table("target", "prediction", "ops that will not convert", "ops not delegated",
+                    *(["ships as (its own quantization)"] if carried else []))
     for target, found in report["targets"].items():
         targets.add_row(target, found["status"], ", ".join(found["not_converted"]) or found.get("error", ""),
-                        ", ".join(found["not_delegated"]))
+                        ", ".join(found["not_delegated"]), *([found.get("ships_as", "")] if carried else []))
     console.print(targets)

@@ -1,6 +1,7 @@
 """``edge-export inspect``: what a model is and what each target will make of it, before any
 export — parameters, dtypes, sparsity, the compression found, the input/output contract, and
-per target the ops that will not convert or will not be delegated.
+per target the ops that will not convert or will not be delegated, and, for a model the user
+already quantized, which recipe each target ships it as (or why that target cannot carry it).
 
 Users of the anchors ask for exactly this (AI Hub's compile feedback, ExecuTorch's
 delegation summary), and it costs one torch.export plus each target's cheapest check.
@@ -53,7 +54,25 @@ def inspect_model(spec: str, targets: list[str], input_specs: list[TensorSpec] =
                                  if n.op == "call_function").most_common())
     with toolchain_output(Path(os.devnull)):  # converters print progress and graphs
         report["targets"] = {t: _target_preflight(t, program) for t in targets}
+    if loaded.compression.quantized:
+        for target, found in report["targets"].items():
+            found["ships_as"] = _ships_as(target, report["compression"])
     return report
+
+
+def _ships_as(target: str, compression: dict[str, Any]) -> str:
+    """The recipe an export without ``--recipe`` gives this target for an already-quantized
+    model, decided by the same rule the pipeline applies (``compose_with_compression``)."""
+    from edge_export.build.pipeline import FLOAT_RECIPE, compose_with_compression
+    from edge_export.errors import UsageError
+    from edge_export.quant.recipe import builtin_recipes
+
+    try:
+        ((_, recipe),), _ = compose_with_compression([(target, builtin_recipes(target)[FLOAT_RECIPE])],
+                                                     compression, explicit=frozenset({target}))
+    except UsageError as exc:
+        return f"cannot carry it: {exc.message}"
+    return recipe.name
 
 
 def _target_preflight(target: str, program: Any) -> dict[str, Any]:
