@@ -1,7 +1,6 @@
 package org.edgeexport.demo
 
 import android.content.Context
-import java.io.File
 import org.json.JSONArray
 import org.json.JSONObject
 
@@ -25,20 +24,11 @@ data class LlmPackage(
     val eosIds: List<Int>,
     val goldenPaths: List<String>,
 ) {
-    /** A real file path for [relative] (LlmModule loads from paths), cached by [cacheKey]. */
-    fun localFile(context: Context, relative: String, cacheKey: String): File {
-        val dir = File(context.noBackupFilesDir, "llm").apply { mkdirs() }
-        val file = File(dir, "$cacheKey-${relative.substringAfterLast('/')}")
-        if (!file.exists()) {
-            val tmp = File(dir, "${file.name}.tmp")
-            context.assets.open("$ROOT/${this.dir}/$relative").use { input -> tmp.outputStream().use { input.copyTo(it) } }
-            check(tmp.renameTo(file)) { "cannot write $file" }
-        }
-        return file
-    }
+    /** This package's files in the app's assets (the same access image-model packages use). */
+    fun files(context: Context): PackageFiles = AssetPackageFiles(context, "$ROOT/$dir")
 
     fun golden(context: Context, index: Int): LlmGolden {
-        val json = JSONObject(context.assets.open("$ROOT/$dir/${goldenPaths[index]}").use { String(it.readBytes(), Charsets.UTF_8) })
+        val json = JSONObject(String(files(context).bytes(goldenPaths[index]), Charsets.UTF_8))
         return LlmGolden(
             json.getString("prompt"),
             ints(json.getJSONArray("prompt_ids")),
@@ -54,7 +44,7 @@ data class LlmPackage(
         fun list(context: Context): List<LlmPackage> =
             (context.assets.list(ROOT) ?: emptyArray()).sorted().mapNotNull { dir ->
                 val text = runCatching {
-                    context.assets.open("$ROOT/$dir/manifest.json").use { String(it.readBytes(), Charsets.UTF_8) }
+                    String(AssetPackageFiles(context, "$ROOT/$dir").bytes("manifest.json"), Charsets.UTF_8)
                 }.getOrNull() ?: return@mapNotNull null
                 parse(dir, JSONObject(text))
             }

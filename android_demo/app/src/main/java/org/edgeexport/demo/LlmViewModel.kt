@@ -40,8 +40,9 @@ class LlmViewModel(app: Application) : AndroidViewModel(app) {
     fun select(pkg: LlmPackage) = work("Loading ${pkg.name} ${pkg.recipe}…") {
         module?.resetNative()
         val app = getApplication<Application>()
-        val pte = pkg.localFile(app, pkg.artifactPath, pkg.artifactSha256)
-        val tokenizer = pkg.localFile(app, pkg.tokenizerPath, pkg.artifactSha256)
+        val files = pkg.files(app)
+        val pte = files.localFile(pkg.artifactPath, pkg.artifactSha256)
+        val tokenizer = files.localFile(pkg.tokenizerPath, pkg.artifactSha256)
         // temperature 0: greedy, as the package's sampling defaults and golden files were made
         val m = LlmModule(pte.absolutePath, tokenizer.absolutePath, 0.0f)
         check(m.load() == 0) { "LlmModule.load failed for ${pkg.artifactPath}" }

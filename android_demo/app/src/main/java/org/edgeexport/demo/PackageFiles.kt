@@ -18,9 +18,8 @@ interface PackageFiles {
     fun localFile(relative: String, cacheKey: String): File
 }
 
-/** A package bundled under assets/models/<path>/. */
-class AssetPackageFiles(private val context: Context, packagePath: String) : PackageFiles {
-    private val root = "${ModelIndex.ROOT}/$packagePath"
+/** A package bundled under assets/[root]/ (models/<path> for image models, llm/<dir> for LLMs). */
+class AssetPackageFiles(private val context: Context, private val root: String) : PackageFiles {
 
     override fun bytes(relative: String): ByteArray =
         context.assets.open("$root/$relative").use { it.readBytes() }
@@ -46,7 +45,7 @@ class AssetPackageFiles(private val context: Context, packagePath: String) : Pac
     companion object {
         /** The package's manifest plus its file access. */
         fun open(context: Context, entry: IndexEntry): Pair<ModelPackage, PackageFiles> {
-            val files = AssetPackageFiles(context, entry.path)
+            val files = AssetPackageFiles(context, "${ModelIndex.ROOT}/${entry.path}")
             val manifest = JSONObject(String(files.bytes("manifest.json"), Charsets.UTF_8))
             return ModelPackage.parse(entry.path, manifest) to files
         }
