@@ -71,27 +71,39 @@ def speeds(package: Path, runs: int) -> dict[str, float]:
 def rows(model: str, targets: list[str], recipe: str, out: Path, runs: int, context: int) -> list[dict[str, Any]]:
     packages, error, wall = export(model, targets, recipe, out, context)
     load = round(os.getloadavg()[0], 2)
+    base = {"model": Path(model.split(":")[0]).stem, "recipe": recipe, "context": context, "wall_s": round(wall, 1),
+            "export_load": load}
+    return [measure({**base, "target": target}, package, runs, error) for target, package in packages.items()]
+
+
+def measure(result: dict[str, Any], package: Path | None, runs: int, error: str = "") -> dict[str, Any]:
+    """A row from a package's manifest plus its generate speeds."""
+    if package is None:
+        return {**result, "status": "error", "error": error or "no package"}
+    manifest = json.loads((package / "manifest.json").read_text())
+    timings = manifest.get("timings", {})
+    metrics = manifest["parity"]["metrics"]
+    result.update(status=manifest["parity"]["status"], bytes=manifest["artifact"]["bytes"],
+                  export_s=round(timings.get("export_s", 0.0), 1), verify_s=round(timings.get("verify_s", 0.0), 1),
+                  peak_rss_mb=round(timings.get("peak_rss_mb", 0.0)),
+                  perplexity=(metrics.get("perplexity") or {}).get("artifact"),
+                  fp32_weight_bytes=4 * manifest["source"]["parameters"],
+                  runtime=manifest["runtime"]["runtime"])
+    measured = speeds(package, runs)
+    result.update({k: round(v, 1) for k, v in measured.items() if k != "load"}, load=round(measured["load"], 2))
+    result["prefill_ms"] = round(1000 * result["prompt_tokens"] / result["prefill_tok_s"], 1)
+    return result
+
+
+def existing(packages: str, runs: int) -> list[dict[str, Any]]:
+    """Rows for packages an earlier ``edge-export llm`` call of the large model built (the
+    export takes tens of minutes: measure its packages without building them again)."""
     results = []
-    for target, package in packages.items():
-        result: dict[str, Any] = {"model": Path(model.split(":")[0]).stem, "target": target, "recipe": recipe,
-                                  "context": context, "wall_s": round(wall, 1), "export_load": load}
-        if package is None:
-            results.append({**result, "status": "error", "error": error or "no package"})
-            continue
+    for package in map(Path, packages.split(",")):
         manifest = json.loads((package / "manifest.json").read_text())
-        timings = manifest.get("timings", {})
-        metrics = manifest["parity"]["metrics"]
-        result.update(status=manifest["parity"]["status"], bytes=manifest["artifact"]["bytes"],
-                      export_s=round(timings.get("export_s", 0.0), 1),
-                      verify_s=round(timings.get("verify_s", 0.0), 1),
-                      peak_rss_mb=round(timings.get("peak_rss_mb", 0.0)),
-                      perplexity=(metrics.get("perplexity") or {}).get("artifact"),
-                      fp32_weight_bytes=4 * manifest["source"]["parameters"],
-                      runtime=manifest["runtime"]["runtime"])
-        measured = speeds(package, runs)
-        result.update({k: round(v, 1) for k, v in measured.items() if k != "load"}, load=round(measured["load"], 2))
-        result["prefill_ms"] = round(1000 * result["prompt_tokens"] / result["prefill_tok_s"], 1)
-        results.append(result)
+        base = {"model": LARGE.stem, "target": manifest["target"], "recipe": manifest["recipe"]["name"],
+                "context": manifest["generation"]["max_context"], "wall_s": None, "export_load": "–"}
+        results.append(measure(base, package, runs))
     return results
 
 
@@ -116,9 +128,8 @@ def render(report: dict[str, Any]) -> str:
             (f"{r['bytes'] / r['fp32_weight_bytes']:.2f}×¹" if r.get("fp32_weight_bytes") else "–")
         ppl = f"{r['perplexity']:.2f}" if r.get("perplexity") else "–"
         lines.append(f"| {r['model']} | {r['target']} | {r['recipe']} | {r['status']} | {r['bytes']:,} | {ratio} | "
-                     f"{ppl} | {r['export_s']} | {r['peak_rss_mb']:,} | {r.get('export_load', '–')} | {r['prefill_ms']} | "
-                     f"{r['prefill_tok_s']:,} | "
-                     f"{r['decode_tok_s']:,} | {r['load']} |")
+                     f"{ppl} | {r['export_s']} | {r['peak_rss_mb']:,} | {r.get('export_load', '–')} | "
+                     f"{r['prefill_ms']} | {r['prefill_tok_s']:,} | {r['decode_tok_s']:,} | {r['load']} |")
     large = ("\n\nThe 1.1 B rows (`python bench/llm.py --large`, model `llm_large`: TinyLlama-1.1B-shaped "
              "config, random weights, 4bit, context 512, all large targets in one `edge-export llm` call; goals: "
              "peak RSS ≤ 6.6 GB, artifact ≤ 0.2× fp32, `.pte` decode ≥ 50 tok/s; random weights, so perplexity "
@@ -135,10 +146,13 @@ def main() -> int:
     parser.add_argument("--large", action="store_true", help="add the 1.1 B 4bit rows")
     parser.add_argument("--large-only", action="store_true", help="only the 1.1 B rows")
     parser.add_argument("--large-targets", default="android", help="targets of the 1.1 B call")
+    parser.add_argument("--large-packages", help="comma-separated packages of an earlier 1.1 B call: measure "
+                        "them instead of exporting again (implies --large-only)")
     args = parser.parse_args()
+    args.large_only = args.large_only or bool(args.large_packages)
     jobs = [] if args.large_only else [(str(TINY_LM), [t], r, CONTEXT) for t in args.targets.split(",")
                                        for r in args.recipes.split(",")]
-    if args.large or args.large_only:
+    if (args.large or args.large_only) and not args.large_packages:
         jobs.append((f"{LARGE}:build", args.large_targets.split(","), "4bit", 512))
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edge-export-bench-llm-") as tmp:
@@ -146,6 +160,8 @@ def main() -> int:
             print(f"{','.join(targets)}-{recipe} ({Path(model.split(':')[0]).stem}) ...", file=sys.stderr, flush=True)
             results += rows(model, targets, recipe, Path(tmp) / str(i), args.runs, context)
             print(f"  {results[-len(targets):]}", file=sys.stderr, flush=True)
+    if args.large_packages:
+        results += existing(args.large_packages, args.runs)
     if args.large_only and (ROOT / "bench" / "llm.json").exists():  # keep the small rows of the last full run
         kept = json.loads((ROOT / "bench" / "llm.json").read_text())["rows"]
         results = [r for r in kept if r["model"] != LARGE.stem] + results

@@ -40,7 +40,7 @@ class CachedLM(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         start = input_pos[0].item()
-        torch._check_is_size(start)
+        torch._check(start >= 0)
         torch._check(start + tokens.shape[1] <= self.max_context)
         self._start = start
         try:
