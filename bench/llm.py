@@ -113,7 +113,10 @@ def render(report: dict[str, Any]) -> str:
             f"load, references, export, generation gates), then `generate` on the package, best of "
             f"{report['runs']} ({NEW_TOKENS} new tokens after a {report['rows'][0].get('prompt_tokens', '?')}-token "
             "prompt). ios runs on the MIL reference executor on Linux (numpy, op by op): a correctness tool, "
-            "not Core ML's speed. `load` is the 1-minute load average when the row finished (2 cores).\n\n")
+            "not Core ML's speed. `export load` / `load` are the 1-minute load averages (2 cores) when the "
+            "export process ended / when the speed runs ended."
+            + (f" The tiny_lm rows are from an earlier run ({report['small_rows_from']})."
+               if report.get("small_rows_from") else "") + "\n\n")
     lines = ["| model | target | recipe | status | bytes | × fp32 | perplexity | export s | peak RSS MB | "
              "export load | prefill ms | prefill tok/s | decode tok/s | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -134,7 +137,10 @@ def render(report: dict[str, Any]) -> str:
              "config, random weights, 4bit, context 512, all large targets in one `edge-export llm` call; goals: "
              "peak RSS ≤ 6.6 GB, artifact ≤ 0.2× fp32, `.pte` decode ≥ 50 tok/s; random weights, so perplexity "
              "means nothing) " + ("are in the table." if report["large"] else "were not run for this table.")
-             + " ¹ against the fp32 weights (4 bytes × parameters), where no fp32 artifact was built.")
+             + " ¹ against the fp32 weights (4 bytes × parameters), where no fp32 artifact was built. A `failed` "
+             "1.1 B row is its top-1 gate on random weights (near-flat logits flip under int8 activations; the "
+             "package is kept under `.failed/`); before/after figures, the memory strategy and why decode is "
+             "far from 50 tok/s under this load: edge_export/llm/README.md, 'Memory and large models'.")
     return head + "\n".join(lines) + large + "\n"
 
 
@@ -163,12 +169,17 @@ def main() -> int:
     if args.large_packages:
         results += existing(args.large_packages, args.runs)
     if args.large_only and (ROOT / "bench" / "llm.json").exists():  # keep the small rows of the last full run
-        kept = json.loads((ROOT / "bench" / "llm.json").read_text())["rows"]
-        results = [r for r in kept if r["model"] != LARGE.stem] + results
+        previous = json.loads((ROOT / "bench" / "llm.json").read_text())
+        results = [r for r in previous["rows"] if r["model"] != LARGE.stem] + results
+        small_from = previous.get("small_rows_from", f"{previous['date_utc']}, best of {previous['runs']}")
+    else:
+        small_from = None
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"Python {platform.python_version()}",
               "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs,
               "large": args.large or args.large_only, "rows": results}
+    if small_from:
+        report["small_rows_from"] = small_from
     (ROOT / "bench" / "llm.json").write_text(json.dumps(report, indent=2) + "\n")
     (ROOT / "bench" / "LLM.md").write_text(render(report))
     print(render(report))
