@@ -191,10 +191,11 @@ def test_failed_gate_publishes_nothing(tmp_path: Path) -> None:
     assert [p.name for p in out.iterdir()] == [".failed"]  # no temporaries left
 
 
+@pytest.mark.slow  # 27-35 s at load 5-8 on 2 cores, mostly imports and transformers' generate
 def test_cached_eager_reference_is_the_recomputing_one() -> None:
     """Large models' eager reference extends transformers' DynamicCache instead of recomputing
     the whole sequence each step: on the tiny LM it gives transformers' greedy tokens and the
-    recomputing reference's logits, also when a call does not continue the cache (seconds)."""
+    recomputing reference's logits, also when a call does not continue the cache."""
     import numpy as np
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
