@@ -5,10 +5,14 @@ manifest's peak RSS is that export's alone; prefill and decode speeds come from
 ``edge_export.llm.generate`` on the package (the same code as ``edge-export generate``), best of
 ``--runs``, with the load average beside every figure. Writes bench/llm.json and bench/LLM.md.
 
-The 1.1 B row (``--large``: a TinyLlama-1.1B-shaped Llama with random weights, 4bit, android) is a
-benchmark, not a test: ~13 GB and tens of minutes on 2 cores, so it only runs when asked.
+The 1.1 B rows (``--large``: a TinyLlama-1.1B-shaped Llama with random weights, 4bit, the targets
+of ``--large-targets``, default android) are a benchmark, not a test: tens of minutes on 2 cores, so
+they only run when asked. All large targets are built by ONE ``edge-export llm`` call (the memory
+goal is for that call), so each row's peak RSS is that process's peak up to the end of that row's
+package, and its export s is that package's own quantize + export time.
 
-Usage: python bench/llm.py [--targets android,ios,tflite] [--recipes fp32,4bit] [--runs 3] [--large]
+Usage: python bench/llm.py [--targets android,ios,tflite] [--recipes fp32,4bit] [--runs 3]
+                           [--large [--large-only] [--large-targets android,tflite,ios]]
 """
 
 from __future__ import annotations
@@ -33,16 +37,22 @@ CONTEXT = 256
 NEW_TOKENS = 64
 
 
-def export(model: str, target: str, recipe: str, out: Path, context: int) -> tuple[Path | None, str, float]:
+def export(model: str, targets: list[str], recipe: str, out: Path, context: int
+           ) -> tuple[dict[str, Path | None], str, float]:
+    """One ``edge-export llm`` process for ``targets``: (target -> package or None, error, wall s)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "edge_export", "llm", "--model", model, "--target", target,
-                           "--recipe", recipe, "--max-context", str(context), "--name", "bench",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    command = [sys.executable, "-m", "edge_export", "llm", "--model", model, "--recipe", recipe,
+               "--max-context", str(context), "--name", "bench", "--out", str(out)]
+    for target in targets:
+        command += ["--target", target]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    package = out / "bench-0.1.0" / f"{target}-{recipe}"
-    if proc.returncode != 0 or not package.exists():
-        return None, " ".join(proc.stderr.strip().splitlines()[-1:])[:200], wall
-    return package, "", wall
+    packages: dict[str, Path | None] = {}
+    for target in targets:
+        package = out / "bench-0.1.0" / f"{target}-{recipe}"
+        packages[target] = package if package.exists() else None
+    error = "" if proc.returncode == 0 else " ".join(proc.stderr.strip().splitlines()[-1:])[:200]
+    return packages, error, wall
 
 
 def speeds(package: Path, runs: int) -> dict[str, float]:
@@ -54,26 +64,47 @@ def speeds(package: Path, runs: int) -> dict[str, float]:
         for key in ("prefill_tok_s", "decode_tok_s"):
             best[key] = max(best.get(key, 0.0), stats[key])
         best["prompt_tokens"] = stats["prompt_tokens"]
+    best["load"] = os.getloadavg()[0]
     return best
 
 
-def row(model: str, target: str, recipe: str, out: Path, runs: int, context: int) -> dict[str, Any]:
-    package, error, wall = export(model, target, recipe, out, context)
-    result: dict[str, Any] = {"model": Path(model.split(":")[0]).stem, "target": target, "recipe": recipe,
-                              "context": context, "wall_s": round(wall, 1), "load": round(os.getloadavg()[0], 2)}
+def rows(model: str, targets: list[str], recipe: str, out: Path, runs: int, context: int) -> list[dict[str, Any]]:
+    packages, error, wall = export(model, targets, recipe, out, context)
+    load = round(os.getloadavg()[0], 2)
+    base = {"model": Path(model.split(":")[0]).stem, "recipe": recipe, "context": context, "wall_s": round(wall, 1),
+            "export_load": load}
+    return [measure({**base, "target": target}, package, runs, error) for target, package in packages.items()]
+
+
+def measure(result: dict[str, Any], package: Path | None, runs: int, error: str = "") -> dict[str, Any]:
+    """A row from a package's manifest plus its generate speeds."""
     if package is None:
-        return {**result, "status": "error", "error": error}
+        return {**result, "status": "error", "error": error or "no package"}
     manifest = json.loads((package / "manifest.json").read_text())
     timings = manifest.get("timings", {})
     metrics = manifest["parity"]["metrics"]
     result.update(status=manifest["parity"]["status"], bytes=manifest["artifact"]["bytes"],
-                  export_s=round(timings.get("export_s", 0.0), 1),
+                  export_s=round(timings.get("export_s", 0.0), 1), verify_s=round(timings.get("verify_s", 0.0), 1),
                   peak_rss_mb=round(timings.get("peak_rss_mb", 0.0)),
                   perplexity=(metrics.get("perplexity") or {}).get("artifact"),
+                  fp32_weight_bytes=4 * manifest["source"]["parameters"],
                   runtime=manifest["runtime"]["runtime"])
-    result.update({k: round(v, 1) for k, v in speeds(package, runs).items()})
+    measured = speeds(package, runs)
+    result.update({k: round(v, 1) for k, v in measured.items() if k != "load"}, load=round(measured["load"], 2))
     result["prefill_ms"] = round(1000 * result["prompt_tokens"] / result["prefill_tok_s"], 1)
     return result
+
+
+def existing(packages: str, runs: int) -> list[dict[str, Any]]:
+    """Rows for packages an earlier ``edge-export llm`` call of the large model built (the
+    export takes tens of minutes: measure its packages without building them again)."""
+    results = []
+    for package in map(Path, packages.split(",")):
+        manifest = json.loads((package / "manifest.json").read_text())
+        base = {"model": LARGE.stem, "target": manifest["target"], "recipe": manifest["recipe"]["name"],
+                "context": manifest["generation"]["max_context"], "wall_s": None, "export_load": "–"}
+        results.append(measure(base, package, runs))
+    return results
 
 
 def render(report: dict[str, Any]) -> str:
@@ -82,25 +113,34 @@ def render(report: dict[str, Any]) -> str:
             f"load, references, export, generation gates), then `generate` on the package, best of "
             f"{report['runs']} ({NEW_TOKENS} new tokens after a {report['rows'][0].get('prompt_tokens', '?')}-token "
             "prompt). ios runs on the MIL reference executor on Linux (numpy, op by op): a correctness tool, "
-            "not Core ML's speed. `load` is the 1-minute load average when the row finished (2 cores).\n\n")
+            "not Core ML's speed. `export load` / `load` are the 1-minute load averages (2 cores) when the "
+            "export process ended / when the speed runs ended."
+            + (f" The tiny_lm rows are from an earlier run ({report['small_rows_from']})."
+               if report.get("small_rows_from") else "") + "\n\n")
     lines = ["| model | target | recipe | status | bytes | × fp32 | perplexity | export s | peak RSS MB | "
-             "prefill ms | prefill tok/s | decode tok/s | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "export load | prefill ms | prefill tok/s | decode tok/s | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fp32 = {(r["model"], r["target"]): r.get("bytes") for r in report["rows"] if r["recipe"] == "fp32"}
     for r in report["rows"]:
         if r["status"] == "error":
             lines.append(f"| {r['model']} | {r['target']} | {r['recipe']} | error: {r['error']} |"
-                         + " |" * 9)
+                         + " |" * 10)
             continue
         base = fp32.get((r["model"], r["target"]))
-        ratio = f"{r['bytes'] / base:.2f}×" if base else "–"
+        ratio = f"{r['bytes'] / base:.2f}×" if base else \
+            (f"{r['bytes'] / r['fp32_weight_bytes']:.2f}×¹" if r.get("fp32_weight_bytes") else "–")
         ppl = f"{r['perplexity']:.2f}" if r.get("perplexity") else "–"
         lines.append(f"| {r['model']} | {r['target']} | {r['recipe']} | {r['status']} | {r['bytes']:,} | {ratio} | "
-                     f"{ppl} | {r['export_s']} | {r['peak_rss_mb']:,} | {r['prefill_ms']} | {r['prefill_tok_s']:,} | "
-                     f"{r['decode_tok_s']:,} | {r['load']} |")
-    large = ("\n\nThe 1.1 B row (`python bench/llm.py --large`: TinyLlama-1.1B-shaped config, random weights, "
-             "android 4bit; goals: peak RSS ≤ 6.6 GB, `.pte` ≤ 0.2× fp32, decode ≥ 50 tok/s) "
-             + ("is in the table." if report["large"] else "was not run for this table."))
+                     f"{ppl} | {r['export_s']} | {r['peak_rss_mb']:,} | {r.get('export_load', '–')} | "
+                     f"{r['prefill_ms']} | {r['prefill_tok_s']:,} | {r['decode_tok_s']:,} | {r['load']} |")
+    large = ("\n\nThe 1.1 B rows (`python bench/llm.py --large`, model `llm_large`: TinyLlama-1.1B-shaped "
+             "config, random weights, 4bit, context 512, all large targets in one `edge-export llm` call; goals: "
+             "peak RSS ≤ 6.6 GB, artifact ≤ 0.2× fp32, `.pte` decode ≥ 50 tok/s; random weights, so perplexity "
+             "means nothing) " + ("are in the table." if report["large"] else "were not run for this table.")
+             + " ¹ against the fp32 weights (4 bytes × parameters), where no fp32 artifact was built. A `failed` "
+             "1.1 B row is its top-1 gate on random weights (near-flat logits flip under int8 activations; the "
+             "package is kept under `.failed/`); before/after figures, the memory strategy and why decode is "
+             "far from 50 tok/s under this load: edge_export/llm/README.md, 'Memory and large models'.")
     return head + "\n".join(lines) + large + "\n"
 
 
@@ -109,21 +149,37 @@ def main() -> int:
     parser.add_argument("--targets", default="android,ios,tflite")
     parser.add_argument("--recipes", default="fp32,4bit")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--large", action="store_true", help="add the 1.1 B android 4bit row")
+    parser.add_argument("--large", action="store_true", help="add the 1.1 B 4bit rows")
+    parser.add_argument("--large-only", action="store_true", help="only the 1.1 B rows")
+    parser.add_argument("--large-targets", default="android", help="targets of the 1.1 B call")
+    parser.add_argument("--large-packages", help="comma-separated packages of an earlier 1.1 B call: measure "
+                        "them instead of exporting again (implies --large-only)")
     args = parser.parse_args()
-    jobs = [(str(TINY_LM), t, r, CONTEXT) for t in args.targets.split(",") for r in args.recipes.split(",")]
-    if args.large:
-        jobs.append((f"{LARGE}:build", "android", "4bit", 512))
-    rows = []
+    args.large_only = args.large_only or bool(args.large_packages)
+    jobs = [] if args.large_only else [(str(TINY_LM), [t], r, CONTEXT) for t in args.targets.split(",")
+                                       for r in args.recipes.split(",")]
+    if (args.large or args.large_only) and not args.large_packages:
+        jobs.append((f"{LARGE}:build", args.large_targets.split(","), "4bit", 512))
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edge-export-bench-llm-") as tmp:
-        for i, (model, target, recipe, context) in enumerate(jobs):
-            print(f"{target}-{recipe} ({Path(model.split(':')[0]).stem}) ...", file=sys.stderr, flush=True)
-            rows.append(row(model, target, recipe, Path(tmp) / str(i), args.runs, context))
-            print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+        for i, (model, targets, recipe, context) in enumerate(jobs):
+            print(f"{','.join(targets)}-{recipe} ({Path(model.split(':')[0]).stem}) ...", file=sys.stderr, flush=True)
+            results += rows(model, targets, recipe, Path(tmp) / str(i), args.runs, context)
+            print(f"  {results[-len(targets):]}", file=sys.stderr, flush=True)
+    if args.large_packages:
+        results += existing(args.large_packages, args.runs)
+    if args.large_only and (ROOT / "bench" / "llm.json").exists():  # keep the small rows of the last full run
+        previous = json.loads((ROOT / "bench" / "llm.json").read_text())
+        results = [r for r in previous["rows"] if r["model"] != LARGE.stem] + results
+        small_from = previous.get("small_rows_from", f"{previous['date_utc']}, best of {previous['runs']}")
+    else:
+        small_from = None
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"Python {platform.python_version()}",
               "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs,
-              "large": args.large, "rows": rows}
+              "large": args.large or args.large_only, "rows": results}
+    if small_from:
+        report["small_rows_from"] = small_from
     (ROOT / "bench" / "llm.json").write_text(json.dumps(report, indent=2) + "\n")
     (ROOT / "bench" / "LLM.md").write_text(render(report))
     print(render(report))

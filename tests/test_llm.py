@@ -210,3 +210,25 @@ def test_failed_gate_publishes_nothing(tmp_path: Path) -> None:
     failed = _manifest(out / ".failed" / "q-0.1.0" / "android-strict")
     assert failed["parity"]["status"] == "failed"
     assert [p.name for p in out.iterdir()] == [".failed"]  # no temporaries left
+
+
+@pytest.mark.slow  # 27-35 s at load 5-8 on 2 cores, mostly imports and transformers' generate
+def test_cached_eager_reference_is_the_recomputing_one() -> None:
+    """Large models' eager reference extends transformers' DynamicCache instead of recomputing
+    the whole sequence each step: on the tiny LM it gives transformers' greedy tokens and the
+    recomputing reference's logits, also when a call does not continue the cache."""
+    import numpy as np
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from edge_export.llm import evaluation as ev
+
+    model = AutoModelForCausalLM.from_pretrained(TINY_LM, local_files_only=True).eval()
+    prompt = np.array(Tokenizer.from_file(str(TINY_LM / "tokenizer.json")).encode(ev.GOLDEN_PROMPTS[0]).ids)
+    full, cached = ev.EagerSession(model, 127, 128), ev.EagerSession(model, 127, 128, cached=True)
+    tokens, logits = ev.greedy(cached, prompt, 12)
+    assert tokens == _hf_greedy(model, prompt.tolist(), 12)
+    np.testing.assert_allclose(logits, ev.greedy(full, prompt, 12)[1], atol=1e-4)
+    window = np.arange(3, 40)
+    np.testing.assert_allclose(cached.forward(window, 0), full.forward(window, 0), atol=1e-4)
+    np.testing.assert_allclose(cached.forward(window[5:9], 5), full.forward(window[5:9], 5), atol=1e-4)

@@ -1,8 +1,14 @@
 """``edge-export llm``: load once, then per target x recipe quantize, export, verify by
-generation, and publish — or keep the failed package under ``OUT/.failed/``."""
+generation, and publish — or keep the failed package under ``OUT/.failed/``.
+
+Memory: at most one copy of the model's weights is alive at any time. The float model
+computes the references, then is handed to the first build; a quantized build consumes
+it (every backend quantizes in place), so the next build loads a fresh float copy only
+after the previous one, its quantized model and its export intermediates are freed."""
 
 from __future__ import annotations
 
+import gc
 import json
 import resource
 import shutil
@@ -44,6 +50,7 @@ class References:
     greedy: list[tuple[list[int], np.ndarray]]
     windows: list[np.ndarray]
     float_logits: list[np.ndarray]
+    large: bool  # a large model: the eager references extend a cache (evaluation.EagerSession)
 
 
 def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any]]]:
@@ -64,15 +71,23 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
     bos, eos = special_ids(lm)
     spec = ExportSpec(max_context=opts.max_context, max_seq_len=min(PREFILL_LIMIT, opts.max_context - 1),
                       bos_id=bos, eos_ids=eos, vocab_size=int(lm.config.vocab_size))
-    refs = _references(lm, tokenizer, spec, max(r.greedy_steps for r in recipes))
+    source = {"model": lm.source, "architecture": type(lm.model).__name__,
+              "parameters": sum(p.numel() for p in lm.model.parameters())}
+    refs = _references(lm, tokenizer, spec, max(r.greedy_steps for r in recipes), source["parameters"])
     results, code = [], EXIT_OK
+    float_model = lm.model
+    lm.model = None  # from here on the builds own the weights: one copy at a time
     for generic in recipes:
         for backend in backends.values():
             recipe = generic.for_target(backend.target)  # the [targets.<target>] overrides applied
-            # each backend quantizes in place with its own scheme: a fresh float copy each time
-            model = lm.model if not recipe.quantized else load_lm(opts.model).model
+            # each backend quantizes in place with its own scheme: a quantized build consumes
+            # the float model, and the next build loads a fresh one after this one is freed
+            model = float_model if float_model is not None else load_lm(opts.model).model
+            float_model = None if recipe.quantized else model
             log(f"{backend.target}-{recipe.name}: quantizing, exporting and verifying ...")
-            result = _build_one(lm, model, backend, recipe, spec, refs, tokenizer, opts)
+            result = _build_one(lm, model, backend, recipe, spec, refs, tokenizer, opts, source)
+            del model
+            gc.collect()
             log(f"{backend.target}-{recipe.name}: {result['status']} -> {result['path']}"
                 + "".join(f"\n  gate failed: {f}" for f in result["failures"]))
             results.append(result)
@@ -80,37 +95,39 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
     return code, results
 
 
-def _references(lm: LoadedLM, tokenizer: Any, spec: ExportSpec, steps: int) -> References:
+def _references(lm: LoadedLM, tokenizer: Any, spec: ExportSpec, steps: int, parameters: int) -> References:
     from edge_export.llm.text import pydoc_split
 
-    eager = ev.EagerSession(lm.model, spec.max_seq_len, spec.max_context)
+    large = ev.is_large(parameters)
+    eager = ev.EagerSession(lm.model, spec.max_seq_len, spec.max_context, cached=large)
     prompts = [np.array(tokenizer.encode(p).ids, dtype=np.int64) for p in ev.GOLDEN_PROMPTS]
     greedy = [ev.greedy(eager, p, steps) for p in prompts]
     held = [i for doc in pydoc_split()[1] for i in tokenizer.encode(doc).ids]
-    windows = ev.eval_windows(held, spec.max_seq_len)
-    return References(prompts, greedy, windows, ev.teacher_forced(eager, windows))
+    windows = ev.eval_windows(held, spec.max_seq_len, ev.LARGE_EVAL_TOKENS if large else ev.EVAL_TOKENS)
+    return References(prompts, greedy, windows, ev.teacher_forced(eager, windows), large)
 
 
 def _build_one(lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
-               refs: References, tokenizer: Any, opts: LLMOptions) -> dict[str, Any]:
+               refs: References, tokenizer: Any, opts: LLMOptions, source: dict[str, Any]) -> dict[str, Any]:
     root = staging_root(opts.out)
     try:
         return _build_in(root / f"{backend.target}-{recipe.name}", lm, model, backend, recipe, spec, refs,
-                         tokenizer, opts)
+                         tokenizer, opts, source)
     finally:  # whatever happened, no temporaries stay under --out
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _build_in(staged: Path, lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
-              refs: References, tokenizer: Any, opts: LLMOptions) -> dict[str, Any]:
+              refs: References, tokenizer: Any, opts: LLMOptions, source: dict[str, Any]) -> dict[str, Any]:
     name = opts.name or lm.name
     staged.mkdir()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     try:
         model = backend.quantize(model, recipe)
-        reference = ev.EagerSession(model, spec.max_seq_len, spec.max_context)
+        reference = ev.EagerSession(model, spec.max_seq_len, spec.max_context, cached=refs.large)
         backend.export(model, spec, recipe, staged / backend.artifact_name)
+        gc.collect()  # the export's intermediates, before the runtime loads the artifact
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the toolchain's failure, as one line
@@ -150,8 +167,7 @@ def _build_in(staged: Path, lm: LoadedLM, model: Any, backend: LLMBackend, recip
         "golden": pk.write_golden(staged, goldens), "parity": parity,
         "runtime": {"runtime": backend.runtime_name, **backend.tool_versions()},
         "tools": backend.tool_versions(), "timings": timings,
-        "source": {"model": lm.source, "architecture": type(lm.model).__name__,
-                   "parameters": sum(p.numel() for p in lm.model.parameters())}}
+        "source": source}
     manifest = pk.finish_manifest(staged, manifest)
     where = (package_dir if report.passed else failed_dir)(opts.out, name, opts.version, backend.target, recipe.name)
     publish(staged, where)
