@@ -3,11 +3,11 @@ ExecuTorch's own LLM ops write and read in place."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
+
+from edge_export.llm.attention import routed_attention, through
 
 ATTENTION = "edge_export_et_sdpa"
 
@@ -26,6 +26,8 @@ class CachedLM(torch.nn.Module):
     """
 
     def __init__(self, model: Any, max_context: int) -> None:
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401 - defines the llama:: ops
+
         super().__init__()
         config = model.config.get_text_config()
         self.model, self.max_context = model, max_context
@@ -44,7 +46,7 @@ class CachedLM(torch.nn.Module):
         torch._check(start + tokens.shape[1] <= self.max_context)
         self._start = start
         try:
-            with _attention_through(self):
+            with routed_attention(self.model, ATTENTION, through(self.attend)):
                 return self.model(input_ids=tokens, position_ids=input_pos[None], use_cache=False).logits
         finally:
             self._start = None
@@ -59,24 +61,3 @@ class CachedLM(torch.nn.Module):
         out = torch.ops.llama.custom_sdpa(query.transpose(1, 2), k_cache, v_cache, self._start, None, 0.0, True,
                                           scaling)
         return out.to(query.dtype)
-
-
-@contextlib.contextmanager
-def _attention_through(wrapper: CachedLM) -> Iterator[None]:
-    """Route the model's attention to ``wrapper.attend`` (and drop its mask) for one call."""
-    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401 - defines the llama:: ops
-    from transformers import AttentionInterface, AttentionMaskInterface
-
-    def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-                  scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
-        return wrapper.attend(module, query, key, value, scaling), None
-
-    AttentionInterface.register(ATTENTION, attention)
-    AttentionMaskInterface.register(ATTENTION, lambda *args, **kwargs: None)  # custom_sdpa masks
-    model = wrapper.model
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(ATTENTION)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 
 from edge_export.build.exporter import package_version
 from edge_export.errors import UsageError
+from edge_export.llm.attention import routed_attention
 from edge_export.llm.backend import ExportSpec, LLMBackend
 from edge_export.llm.recipe import LLMRecipe
 
@@ -86,7 +86,7 @@ class LiteRTLLM(LLMBackend):
         wrapper = cache_io(model, spec.max_context)
         n = spec.max_seq_len
         samples = {f"prefill_{n}": wrapper.sample(n), "decode": wrapper.sample(1)}
-        with torch.no_grad(), _litert_attention(model), contextlib.redirect_stdout(sys.stderr):
+        with torch.no_grad(), routed_attention(model, ATTENTION, _attention), contextlib.redirect_stdout(sys.stderr):
             converter = litert_torch.Converter()
             for name, kwargs in samples.items():
                 converter.signature(name, wrapper, sample_kwargs=kwargs)
@@ -202,21 +202,6 @@ def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: An
     out = torch.softmax(scores + bias, dim=-1) @ v.transpose(1, 2)
     out = out.reshape(batch, heads, tokens, dim)
     return out.transpose(1, 2).contiguous(), None
-
-
-@contextlib.contextmanager
-def _litert_attention(model: Any) -> Iterator[None]:
-    """Route the model's attention through ``_attention`` while converting."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-
-    AttentionInterface.register(ATTENTION, _attention)
-    AttentionMaskInterface.register(ATTENTION, lambda *args, **kwargs: None)  # _attention masks
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(ATTENTION)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
 
 
 class LiteRTSession:

@@ -13,12 +13,12 @@ interface (Llama, Qwen2/3, Mistral, Gemma, Phi-3 ...) exports without a model co
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from edge_export.llm.attention import routed_attention, through
 
 ATTENTION = "edge_export_coreml_kv"
 MASKED = -3.0e4  # additive mask: finite in fp16 (max 65504), exp() underflows to exactly 0
@@ -62,7 +62,7 @@ class StatefulLM(nn.Module):
         # a multiply, not where(visible, 0, MASKED): coremltools would store select's scalar
         # branches broadcast to [n, max_context] in the weights (130 KB each at 127 x 256)
         self._mask = (hidden.to(torch.float32) * MASKED)[None, None]  # [1, 1, n, max_context]
-        with _attention_through(self):
+        with routed_attention(self.model, ATTENTION, through(self.attend)):
             logits = self.model(input_ids=input_ids.long(), position_ids=positions[None], use_cache=False).logits
         self._start = self._mask = None
         return logits
@@ -89,23 +89,3 @@ def _repeat_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
         return x
     b, h, s, d = x.shape
     return x[:, :, None].expand(b, h, groups, s, d).reshape(b, h * groups, s, d)
-
-
-@contextlib.contextmanager
-def _attention_through(wrapper: StatefulLM) -> Iterator[None]:
-    """Route the model's attention to ``wrapper.attend`` (and drop its own mask) for one call."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-
-    def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-                  scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
-        return wrapper.attend(module, query, key, value, scaling), None
-
-    AttentionInterface.register(ATTENTION, attention)
-    AttentionMaskInterface.register(ATTENTION, lambda *args, **kwargs: None)  # attend() masks
-    model = wrapper.model
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(ATTENTION)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
