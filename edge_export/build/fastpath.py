@@ -300,10 +300,10 @@ def _same_file(a: Path, b: Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def _link_or_copy(src: Path | str, dest: Path | str) -> None:
     """Hard link where possible (a directory file by file): lookups check cached files by
     (inode, size, mtime), so a published copy edited in place is detected there, never reused."""
-    if src.is_dir():
+    if os.path.isdir(src):
         shutil.copytree(src, dest, copy_function=_link_or_copy)
         return
     try:
