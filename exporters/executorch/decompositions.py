@@ -9,14 +9,15 @@ into several small delegate segments with portable ops in between: measured 1.5-
 slower than LiteRT on the same blocks (docs/LATENCY.md). Before lowering, those ops
 are rewritten here into ones XNNPACK takes:
 
-- layer norm: mean and variance as a ``linear`` with a constant 1/N weight row (XNNPACK's
+- layer norm (and RMSNorm's last-dim mean): mean and variance as a ``linear`` with a constant 1/N weight row (XNNPACK's
   ``mean.dim`` only reduces the two inner dims of 4-D tensors), then sub, mul, rsqrt, add;
 - attention: ``bmm`` on (batch*heads, L, E) views, the scale as ``mul.Tensor``, the mask
   added (a boolean mask becomes an additive one), ``softmax``, ``bmm``;
 - ``mul.Scalar`` as ``mul.Tensor``, ``x ** 3`` (GPT-2's GELU) as multiplies, splits as slices,
   ``select`` and ``squeeze`` (from ``unbind``, ``x[:, 0]``) as slices and views.
 
-The constants these create (the 1/N row, a causal mask) are folded into the program by
+A rewrite that does not apply (another dtype or shape) returns ``NotImplemented``: the op
+stays as it was. The constants these create (the 1/N row, a causal mask) are folded into the program by
 ExecuTorch's ``constant_prop_pass``, so XNNPACK sees them as static weights. A fully
 masked attention row gives NaN here where the safe softmax gives zeros (as eager
 ``scaled_dot_product_attention`` with a float mask does); parity gates every export.
@@ -38,10 +39,7 @@ def _layer_norm(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = N
 
     aten = torch.ops.aten
     if len(normalized_shape) != 1 or not x.dtype.is_floating_point:
-        from torch._decomp import decomposition_table
-
-        return decomposition_table[aten.native_layer_norm.default](x, normalized_shape, weight,
-                                                                    bias, eps)
+        return NotImplemented  # the op as it is
     n = normalized_shape[0]
     row = torch.full((1, n), 1.0 / n, dtype=x.dtype)  # folded into a constant weight
     mean = aten.linear.default(x, row)
@@ -56,9 +54,25 @@ def _layer_norm(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = N
     return out, mean, rstd
 
 
+def _mean_dim(x: Any, dim: Any, keepdim: bool = False, *, dtype: Any = None) -> Any:
+    """A mean over the last dimension (RMSNorm's) as a ``linear`` with a 1/N row; other
+    means keep the default (XNNPACK takes 4-D means over the two inner dims)."""
+    import torch
+
+    aten = torch.ops.aten
+    dims = [dim] if isinstance(dim, int) else list(dim or [])
+    n = x.shape[-1] if x.dim() else None
+    if (len(dims) != 1 or dims[0] % max(x.dim(), 1) != x.dim() - 1 or dtype is not None
+            or not x.dtype.is_floating_point or not isinstance(n, int) or x.dim() == 4):
+        return NotImplemented
+    mean = aten.linear.default(x, torch.full((1, n), 1.0 / n, dtype=x.dtype))
+    return mean if keepdim else mean.reshape(x.shape[:-1])
+
+
 def _layer_norm_composite(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
                           eps: float = 1e-5, cudnn_enable: bool = True) -> Any:
-    return _layer_norm(x, normalized_shape, weight, bias, eps)[0]
+    out = _layer_norm(x, normalized_shape, weight, bias, eps)
+    return out if out is NotImplemented else out[0]
 
 
 def _sdpa(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float = 0.0,
@@ -68,8 +82,7 @@ def _sdpa(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float = 0.0,
     aten = torch.ops.aten
     if (dropout_p != 0.0 or enable_gqa or q.dim() != 4 or k.dim() != 4
             or not q.dtype.is_floating_point or (is_causal and attn_mask is not None)):
-        return aten.scaled_dot_product_attention.default.decompose(
-            q, k, v, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+        return NotImplemented
     b, h, length, e = q.shape
     s = k.shape[2]
     scale = 1.0 / math.sqrt(e) if scale is None else scale
@@ -102,10 +115,7 @@ def _pow_scalar(x: Any, exponent: Any) -> Any:
     aten = torch.ops.aten
     if (not x.dtype.is_floating_point or float(exponent) != int(exponent)
             or not 2 <= int(exponent) <= 4):
-        from torch._decomp import decomposition_table
-
-        decomp = decomposition_table.get(aten.pow.Tensor_Scalar)
-        return decomp(x, exponent) if decomp else aten.pow.Tensor_Scalar(x, exponent)
+        return NotImplemented
     out = aten.mul.Tensor(x, x)
     for _ in range(int(exponent) - 2):
         out = aten.mul.Tensor(out, x)
@@ -159,6 +169,7 @@ def xnnpack_decomposition_table() -> dict[Any, Any]:
     return {aten.native_layer_norm.default: _layer_norm,
             aten.layer_norm.default: _layer_norm_composite,
             aten.scaled_dot_product_attention.default: _sdpa,
+            aten.mean.dim: _mean_dim,
             aten.mul.Scalar: _mul_scalar,
             aten.pow.Tensor_Scalar: _pow_scalar,
             aten.split.Tensor: _split,
