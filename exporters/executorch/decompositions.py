@@ -189,14 +189,26 @@ def decompose_for_xnnpack(program: Any) -> Any:
         constant_prop_pass,
     )
 
-    decomposed = program.run_decompositions(xnnpack_decomposition_table())
+    table = xnnpack_decomposition_table()
+    if not any(node.target in table for node in program.graph.nodes):
+        return program  # nothing to rewrite (most CNNs): no re-trace, no constant folding
+    decomposed = program.run_decompositions(table)
     # Quantized weights must stay (int weight -> dequantize) for XNNPACK's quantized
     # kernels: never fold a quantization primitive, PT2E's or torchao's.
     skip = set(_DEFAULT_SKIP_TARGETS) | set(_QUANT_PRIMITIVES) | {
         node.target for node in decomposed.graph.nodes
         if getattr(node.target, "namespace", None) in QUANT_NAMESPACES}
     folded = constant_prop_pass(decomposed, custom_skip_targets=skip)
+    if _constant_bytes(folded) > _constant_bytes(program) + max(1 << 20, _constant_bytes(program) // 20):
+        return program  # folding materialised big tensors (a full-size mask): not worth the bytes
     for name, value in folded.constants.items():  # lowering deep-copies constants: no grad
         if isinstance(value, torch.Tensor) and value.requires_grad:
             folded.constants[name] = value.detach()
     return folded
+
+
+def _constant_bytes(program: Any) -> int:
+    import torch
+
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
