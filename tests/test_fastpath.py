@@ -83,6 +83,13 @@ def test_hit_without_torch_and_misses_on_source_or_weights_change(tmp_path: Path
     assert set(warm["packages"][0]["timings"]) == {"cached", "package"}
     assert warm["packages"][0]["latency"] == cold["packages"][0]["latency"]
     assert _files(tmp_path / "cold") == _files(tmp_path / "warm")
+    # Run again into the same folder: the packages are already the cache's files (hard
+    # links), so nothing is re-published: same inodes, same bytes.
+    published = {p: p.stat().st_ino for p in (tmp_path / "warm").rglob("*") if p.is_file()}
+    assert any(p.stat().st_nlink > 1 for p in published)  # linked, not copied
+    again, imported = _run(*args, "--out", str(tmp_path / "warm"))
+    assert not imported and again["packages"][0]["sha256"] == warm["packages"][0]["sha256"]
+    assert {p: p.stat().st_ino for p in (tmp_path / "warm").rglob("*") if p.is_file()} == published
 
     time.sleep(0.01)
     (tmp_path / "user" / "helper.py").write_text("WIDTH = 8  # an edit, same model\n")

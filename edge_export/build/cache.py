@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -92,6 +93,7 @@ def _results_sha256(results: dict[str, Any]) -> str:
 class Hit:
     artifact: Path
     results: dict[str, Any]  # parity, latency, accuracy as the job computed them
+    sha256: str = ""  # the artifact's, as checked by the lookup
 
 
 class Cache:
@@ -105,7 +107,11 @@ class Cache:
         """Cheap existence check (``lookup`` verifies the content)."""
         return (self._entry(key) / ENTRY).is_file()
 
-    def lookup(self, key: str) -> Hit | None:
+    def lookup(self, key: str,
+               digest: Callable[[Path], tuple[str, int] | None] = artifact_sha256) -> Hit | None:
+        """The entry, its artifact re-checked against its recorded (sha256, bytes) by
+        ``digest`` (default: read and hash it; the fast path passes hashes cached by
+        (inode, size, mtime))."""
         entry = self._entry(key)
         try:
             meta = json.loads((entry / ENTRY).read_text())
@@ -113,14 +119,22 @@ class Cache:
             intact = (meta["key"] == key
                       and _results_sha256(meta["results"]) == meta["results_sha256"]
                       and artifact.exists()
-                      and artifact_sha256(artifact) == (meta["artifact"]["sha256"],
-                                                        meta["artifact"]["bytes"]))
+                      and digest(artifact) == (meta["artifact"]["sha256"],
+                                               meta["artifact"]["bytes"]))
         except (OSError, ValueError, KeyError, TypeError):
             intact = False
         if intact:
-            return Hit(artifact, meta["results"])
+            return Hit(artifact, meta["results"], meta["artifact"]["sha256"])
         shutil.rmtree(entry, ignore_errors=True)
         return None
+
+    def artifact_of(self, key: str) -> Path | None:
+        """Where an entry keeps its artifact (not checked: ``lookup`` checks)."""
+        try:
+            meta = json.loads((self._entry(key) / ENTRY).read_text())
+            return self._entry(key) / meta["artifact"]["path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def store(self, key: str, artifact: Path, results: dict[str, Any]) -> None:
         """Best effort: a cache that cannot be written never fails the export."""

@@ -40,11 +40,10 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+from edge_export.build.republish import remember_artifact, republish
 from edge_export.package.hashing import file_sha256
 
 FORMAT = 1
@@ -74,14 +73,14 @@ class FileHashes:
         if not os.path.isfile(path):
             return None
         known = self._known.get(path)
-        if known and known[:2] == [st.st_size, st.st_mtime_ns]:
+        if known and known[:2] == [st.st_size, st.st_mtime_ns] and known[3:] == [st.st_ino]:
             return known[2]
         try:
             digest = file_sha256(Path(path))
         except OSError:
             return None
         if time.time() - st.st_mtime > RACY_SECONDS:
-            self._known[path] = [st.st_size, st.st_mtime_ns, digest]
+            self._known[path] = [st.st_size, st.st_mtime_ns, digest, st.st_ino]
             self._dirty = True
         return digest
 
@@ -89,17 +88,24 @@ class FileHashes:
         """Record the hash of a file this process has just written itself (and never
         modifies): the racy-mtime rule is for files others may still be writing."""
         st = os.stat(path)
-        self._known[os.path.realpath(path)] = [st.st_size, st.st_mtime_ns, digest]
+        self._known[os.path.realpath(path)] = [st.st_size, st.st_mtime_ns, digest, st.st_ino]
         self._dirty = True
 
     def tree_sha256(self, path: Path) -> str | None:
-        """A file's hash, or a directory's as its sorted (relative path, hash) list."""
+        """A file's hash, or a directory's as its sorted (relative path, hash) list (the
+        digest ``edge_export.package.hashing.artifact_sha256`` computes)."""
         if not path.is_dir():
             return self.sha256(path)
         digest = hashlib.sha256()
         for item in sorted(p for p in path.rglob("*") if p.is_file()):
             digest.update(f"{item.relative_to(path).as_posix()}\0{self.sha256(item)}\n".encode())
         return digest.hexdigest()
+
+    def artifact_sha256(self, path: Path) -> tuple[str, int] | None:
+        """(sha256, bytes) as ``artifact_sha256`` gives them, from the cached file hashes."""
+        files = [path] if not path.is_dir() else [p for p in path.rglob("*") if p.is_file()]
+        digest = self.tree_sha256(path)
+        return None if digest is None else (digest, sum(p.stat().st_size for p in files))
 
     def save(self) -> None:
         if not self._dirty:
@@ -256,47 +262,12 @@ def store(root: Path, key: str, deps: list[str], hashes: FileHashes, model: Any,
         for i, package in enumerate(packages):  # renames keep the mtime the hash was taken at
             zip_path = entry / str(i) / package["zip"]["name"]
             hashes.remember(zip_path, package["zip"]["sha256"])
+            remember_artifact(root, package, hashes)
     except (OSError, KeyError, TypeError):
         pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         hashes.save()
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    """Hard link where possible: lookups re-hash cached files, so a published copy edited
-    in place is detected there, never reused."""
-    if src.is_dir():
-        shutil.copytree(src, dest)
-        return
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
-
-
-def _stage(root: Path, entry: Path, i: int, package: dict, staging: Path,
-           hashes: FileHashes) -> Path | None:
-    """Rebuild one package (and its zip beside it) in ``staging``; None if anything differs."""
-    from edge_export.build.cache import Cache
-
-    hit = Cache(root).lookup(package["job_key"])  # re-checks the artifact's sha256
-    if hit is None:
-        return None
-    manifest = package["manifest"]
-    staged = staging / f"{package['target']}-{package['recipe']}"
-    shutil.copytree(entry / str(i) / "package", staged)
-    _link_or_copy(hit.artifact, staged / manifest["artifact"]["path"])
-    if any(file_sha256(staged / f["path"]) != f["sha256"] for f in manifest["files"]):
-        return None
-    # The zip is checked like the model's weights files, by hash cached on (size, mtime):
-    # the artifact inside it was just re-hashed, and a second full read of ~the same bytes
-    # was half of a warm re-run of a 90 MB model.
-    cached_zip = entry / str(i) / package["zip"]["name"]
-    if hashes.sha256(cached_zip) != package["zip"]["sha256"]:
-        return None
-    _link_or_copy(cached_zip, staging / cached_zip.name)
-    return staged
 
 
 def attempt(opts: Any, plan: list, skipped: list) -> tuple[Any | None, str, FileHashes]:
@@ -312,44 +283,6 @@ def attempt(opts: Any, plan: list, skipped: list) -> tuple[Any | None, str, File
     if meta.get("key") != key or any(hashes.sha256(p) != h for p, h in meta["deps"].items()):
         hashes.save()
         return None, key, hashes
-    report = _republish(opts, root, entry, meta, skipped, hashes)
+    report = republish(opts, root, entry, meta, skipped, hashes)
     hashes.save()
     return report, key, hashes
-
-
-def _republish(opts: Any, root: Path, entry: Path, meta: dict, skipped: list,
-               hashes: FileHashes) -> Any | None:
-    from edge_export.build.job import JobResult
-    from edge_export.build.pipeline import RunReport
-    from edge_export.package.manifest import check_replaceable, package_dir, publish, publish_lock, staging_root
-
-    start = time.monotonic()
-    staging = staging_root(opts.out)
-    try:
-        packages = meta["packages"]
-        with ThreadPoolExecutor(max_workers=max(1, min(len(packages), os.cpu_count() or 1))) as pool:
-            staged = list(pool.map(lambda ip: _stage(root, entry, ip[0], ip[1], staging, hashes),
-                                   enumerate(packages)))
-        if any(s is None for s in staged):
-            return None
-        cached = round(time.monotonic() - start, 3)
-        model = SimpleNamespace(**meta["model"])
-        report = RunReport(skipped=skipped)
-        dests = [package_dir(opts.out, model.name, model.version, p["target"], p["recipe"])
-                 for p in packages]
-        with publish_lock(opts.out):
-            for dest in dests:  # all checked before any is replaced, as on the slow path
-                check_replaceable(dest, model, opts.force)
-            for package, folder, dest in zip(packages, staged, dests, strict=True):
-                publish(folder, dest)
-                os.replace(staging / package["zip"]["name"], dest.parent / package["zip"]["name"])
-                report.published[(package["target"], package["recipe"])] = dest
-        timings = {"cached": cached, "package": round(time.monotonic() - start - cached, 3)}
-        report.results = [JobResult(p["target"], p["recipe"], p["status"], manifest=p["manifest"],
-                                    parity=p["parity"], latency=p["latency"], timings=dict(timings))
-                          for p in packages]
-        return report
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -27,7 +27,6 @@ from edge_export.errors import (
     UsageError,
 )
 from edge_export.faultpoints import AFTER_EXPORT, BEFORE_PUBLISH, pause_point
-from edge_export.load.dynamic import is_dynamic
 from edge_export.load.tensors import DynamicDim, TensorSpec
 from edge_export.package.archive import write_zip, zip_name
 from edge_export.package.manifest import (
@@ -261,6 +260,8 @@ def run_export(opts: ExportOptions) -> RunReport:
         explicit = frozenset(t for t in opts.targets if t != ALL_TARGETS)
         plan, refused = compose_with_compression(plan, prepared.model.compression, explicit)
         report.skipped += refused
+        from edge_export.load.dynamic import is_dynamic  # numpy: not on the fast path
+
         if is_dynamic(prepared.model.inputs):  # declared in the model's metadata too
             refuse_dynamic(targets)
         progress.replan([(t, r.name) for t, r in plan])

@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
 
 from edge_export.build.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
+from .decompositions import decompose_for_xnnpack
 from .patterns import skip_unmatchable_patterns
 from .schemes import SCHEMES
 
@@ -27,7 +28,7 @@ class ExecuTorchExporter(Exporter):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        program = prepared.exported()
+        program = decompose_for_xnnpack(prepared.exported())
         with skip_unmatchable_patterns():
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         dest.write_bytes(edge.to_executorch().buffer)

@@ -16,8 +16,10 @@ def not_delegated(program: Any) -> list[str]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
+    from .decompositions import decompose_for_xnnpack
+
     with skip_unmatchable_patterns():
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        edge = to_edge_transform_and_lower(decompose_for_xnnpack(program), partitioner=[XnnpackPartitioner()])
     left = Counter(_op_name(n.target) for n in edge.exported_program().graph.nodes
                    if n.op == "call_function" and not any(s in str(n.target) for s in NOT_OPS))
     return [f"{name} x{count}" for name, count in left.most_common()]
