@@ -43,7 +43,8 @@ def test_gptq_weights_survive_the_backends_rounding_and_beat_nearest(quant_range
     calibration, held_out = _inputs(16), _inputs(8)
     graph_module = torch.export.export(model, calibration[0]).module()
     rounded = gptq_rounded_weights(graph_module, calibration, quant_range)
-    assert sorted(rounded) == ["conv.weight", "dw.weight", "fc.weight"]
+    # fc sees 16 input vectors for 8 columns: too few to fit error feedback, left to the backend.
+    assert sorted(rounded) == ["conv.weight", "dw.weight"]
     for name, weight in rounded.items():
         original = dict(model.named_parameters())[name].detach()
         rows = weight.reshape(weight.shape[0], -1)
