@@ -39,9 +39,10 @@ PHOTO_CROPS = {"calibration": 256, "evaluation": 64}
 SHIPPED = "int8-static"
 # Per target: variant name → the [quantize] keys changed in a copy of the shipped recipe.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "android": {"no-bias-correction": {"bias_correction": False}, "keep-last": {"keep_float": ["@last"]}},
-    "ios": {"no-bias-correction": {"bias_correction": False}, "moving-average": {"observer": "moving-average"}},
-    "tflite": {"no-bias-correction": {"bias_correction": False}, "moving-average": {"observer": "moving-average"}},
+    "android": {"nearest-rounding": {"weight_rounding": "nearest"}, "no-bias-correction": {"bias_correction": False}},
+    "ios": {"nearest-rounding": {"weight_rounding": "nearest"},
+            "symmetric-activations": {"activation_scheme": "symmetric"}},
+    "tflite": {"nearest-rounding": {"weight_rounding": "nearest"}, "moving-average": {"observer": "moving-average"}},
 }
 OPEN_GATES = {"parity": {"cosine": -1.0, "snr_db": -1000.0, "top1_agreement": 0.0},
               "accuracy": {"max_drop": 100.0}}
