@@ -39,9 +39,10 @@ PHOTO_CROPS = {"calibration": 256, "evaluation": 64}
 SHIPPED = "int8-static"
 # Per target: variant name → the [quantize] keys changed in a copy of the shipped recipe.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "android": {"no-bias-correction": {"bias_correction": False}, "keep-last": {"keep_float": ["@last"]}},
-    "ios": {"no-bias-correction": {"bias_correction": False}, "moving-average": {"observer": "moving-average"}},
-    "tflite": {"no-bias-correction": {"bias_correction": False}, "moving-average": {"observer": "moving-average"}},
+    "android": {"nearest-rounding": {"weight_rounding": "nearest"}, "no-bias-correction": {"bias_correction": False}},
+    "ios": {"nearest-rounding": {"weight_rounding": "nearest"},
+            "symmetric-activations": {"activation_scheme": "symmetric"}},
+    "tflite": {"nearest-rounding": {"weight_rounding": "nearest"}, "moving-average": {"observer": "moving-average"}},
 }
 OPEN_GATES = {"parity": {"cosine": -1.0, "snr_db": -1000.0, "top1_agreement": 0.0},
               "accuracy": {"max_drop": 100.0}}
@@ -179,7 +180,7 @@ def measure(package: dict[str, Any]) -> dict[str, Any]:
 # offers, with the issue-12 goals on the embedding's cosine; "-auto" rows are copies with
 # keep_float = "auto" and the goal as their cosine gate (only where the scheme honours it).
 MINILM_SENTENCES = {"calibration": 64, "parity": 32}
-MINILM_RECIPES = {"android": ["int8-dynamic", "8da4w"], "ios": ["int8-weight", "int4-weight"],
+MINILM_RECIPES = {"android": ["int8-dynamic", "8da4w"], "ios": ["int8-weight", "int4-weight", "fp16"],
                   "tflite": ["int8-dynamic", "int8-weight", "int4-weight", "8da4w"]}
 MINILM_AUTO = {"android": ["int8-dynamic", "8da4w"], "tflite": ["int4-weight", "8da4w"]}
 MINILM_GOAL = {8: 0.995, 4: 0.98}  # cosine of the embedding vs float, by weight bits

@@ -22,13 +22,13 @@ MODEL = f"{Path(__file__).parent / 'sensitive_net.py'}:build"
 
 def plain_recipe(target: str, folder: Path, base: str = "int8-static", auto: bool = False) -> Path:
     """A shipped recipe without bias correction (which rescues ``head``'s rounded-away row on its
-    own: this file is about keep_float), optionally with keep_float = "auto" (set in the TOML,
-    not by the flag)."""
+    own) or GPTQ rounding (round to nearest: this file is about keep_float), optionally with
+    keep_float = "auto" (set in the TOML, not by the flag)."""
     text = (ROOT / "recipes" / target / f"{base}.toml").read_text()
     name = f"{base}-auto" if auto else f"{base}-plain"
     text = text.replace(f'name = "{base}"', f'name = "{name}"')
-    text = re.sub(r"^(keep_float|bias_correction) = .*\n", "", text, flags=re.M)
-    text = text.replace("[quantize]\n", "[quantize]\nbias_correction = false\n"
+    text = re.sub(r"^(keep_float|bias_correction|weight_rounding) = .*\n", "", text, flags=re.M)
+    text = text.replace("[quantize]\n", "[quantize]\nbias_correction = false\nweight_rounding = \"nearest\"\n"
                         + ('keep_float = "auto"\n' if auto else ""), 1)
     path = folder / f"{target}-{name}.toml"
     path.write_text(text)

@@ -8,8 +8,13 @@ import time
 
 from rich.console import Console
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from edge_export.quant import calibrating
+
+# Calibration loops shorter than this finish before a bar is worth drawing.
+CALIBRATION_BAR_MIN = 8
 STATUS_STYLE = {"passed": "green", "not-run": "yellow", "failed": "red", "error": "red"}
 
 
@@ -21,6 +26,8 @@ class Progress:
                          "status": ""} for k in keys}
         self.quiet = quiet
         self.live: Live | None = None
+        self._listening: list[calibrating.Listener | None] = []
+        self._current: tuple[str, str] | None = None  # the in-process job in its quantize stage
 
     def replan(self, keys: list[tuple[str, str]]) -> None:
         """The plan changed after loading (a pre-quantized model ships its own recipe)."""
@@ -32,9 +39,12 @@ class Progress:
             self.live = Live(self._table(), console=self.console, refresh_per_second=8,
                              transient=False)
             self.live.__enter__()
+            self._listening.append(calibrating.listen(self.calibrated))
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._listening:
+            calibrating.listen(self._listening.pop())
         if self.live is not None:
             self.live.update(self._table())
             self.live.__exit__(*exc)
@@ -48,6 +58,17 @@ class Progress:
         now = time.monotonic()
         row["start"] = row["start"] or now
         row["stage"], row["since"] = stage, now
+        row.pop("calibration", None)
+        self._current = key
+        self._refresh()
+
+    def calibrated(self, what: str, done: int, total: int) -> None:
+        """A calibration sample done in this process (jobs in worker processes show only
+        their stage): drawn as a bar in the running job's row."""
+        row = self.rows.get(self._current) if self._current else None
+        if row is None or total < CALIBRATION_BAR_MIN:
+            return
+        row["calibration"] = (what, done, total)
         self._refresh()
 
     def finish(self, key: tuple[str, str], status: str, detail: str = "") -> None:
@@ -72,6 +93,11 @@ class Progress:
         for (target, recipe), row in self.rows.items():
             elapsed = row.get("elapsed") or (now - row["start"] if row["start"] else 0.0)
             style = STATUS_STYLE.get(row["status"], "")
-            table.add_row(target, recipe, row["stage"], f"{elapsed:5.1f}s",
-                          f"[{style}]{row['status']}[/]" if style else row["status"])
+            result: object = f"[{style}]{row['status']}[/]" if style else row["status"]
+            stage = row["stage"]
+            if row.get("calibration") and row["stage"] == "quantize":
+                what, done, total = row["calibration"]
+                stage = f"quantize: {what} {done}/{total}"
+                result = ProgressBar(total=total, completed=done, width=24)
+            table.add_row(target, recipe, stage, f"{elapsed:5.1f}s", result)
         return table

@@ -7,6 +7,8 @@ import fnmatch
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .calibrating import tracked
+
 FIRST, LAST = "@first", "@last"  # recipe tokens: the first / last weighted layer
 AUTO = "auto"  # keep_float = "auto": the job picks the layers from measured sensitivity
 WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
@@ -22,7 +24,7 @@ def run_pt2e(program: Any, quantizer: Any, calibration: Sequence[tuple[Any, ...]
     _keep_integer_scalars(quantizer)
     prepared = prepare_pt2e(program.module() if hasattr(program, "module") else program, quantizer)
     with torch.no_grad():
-        for sample in calibration:
+        for sample in tracked(calibration, "calibrating"):
             prepared(*sample)
     return convert_pt2e(prepared)
 
@@ -167,7 +169,8 @@ def channel_quantized(weight: Any, quant_range: tuple[int, int]) -> Any:
 
 
 def bias_corrected(program: Any, calibration: Sequence[tuple[Any, ...]], quant_range: tuple[int, int],
-                   quantize_node: Callable[[Any], bool] | None = None) -> Any:
+                   quantize_node: Callable[[Any], bool] | None = None,
+                   rounded: dict[str, Any] | None = None) -> Any:
     """Empirical bias correction (Nagel et al., "Data-Free Quantization", ICCV 2019, sec. 4.2).
 
     Rounding a layer's weights shifts the *mean* of each output channel by E[(W_q - W) x],
@@ -177,6 +180,10 @@ def bias_corrected(program: Any, calibration: Sequence[tuple[Any, ...]], quant_r
     activations and subtract it from the layer's bias (added when the layer has none; the
     BN that follows folds it). Weights are untouched, so the backend quantizes exactly the
     weights this measured. Returns a corrected copy of ``program.module()``.
+
+    ``rounded`` (weight attribute -> float weights already on the backend's grid, from
+    :mod:`.rounding`) replaces those weights in the copy; the shift is then measured for
+    them against the original float weights.
     """
     import copy
 
@@ -194,7 +201,8 @@ def bias_corrected(program: Any, calibration: Sequence[tuple[Any, ...]], quant_r
             out = super().run_node(node)
             if node in layers:
                 args, kwargs = self.fetch_args_kwargs_from_env(node)
-                args = (args[0], channel_quantized(args[1], quant_range), *args[2:])
+                weight = (rounded or {}).get(node.args[1].target, args[1])
+                args = (args[0], channel_quantized(weight, quant_range), *args[2:])
                 error = node.target(*args, **kwargs) - out
                 axis = layers[node] % error.dim()
                 mean = error.mean(dim=[d for d in range(error.dim()) if d != axis])
@@ -202,12 +210,24 @@ def bias_corrected(program: Any, calibration: Sequence[tuple[Any, ...]], quant_r
             return out
 
     with torch.no_grad():
-        for sample in calibration:
+        for sample in tracked(calibration, "bias correction"):
             Measure(graph_module).run(*sample)
     for node, shift in shifts.items():
         _add_to_bias(graph_module, node, -shift)
+    for target, weight in (rounded or {}).items():
+        _set_attr(graph_module, target, weight)
     graph_module.recompile()
     return graph_module
+
+
+def _set_attr(graph_module: Any, target: str, value: Any) -> None:
+    """Replace a parameter/buffer/tensor attribute, keeping its kind."""
+    import torch
+
+    owner, _, attr = target.rpartition(".")
+    module = graph_module.get_submodule(owner) if owner else graph_module
+    is_param = attr in module._parameters
+    setattr(module, attr, torch.nn.Parameter(value.detach().clone(), requires_grad=False) if is_param else value)
 
 
 def _add_to_bias(graph_module: Any, node: Any, delta: Any) -> None:
@@ -237,6 +257,24 @@ def maybe_bias_corrected(program: Any, recipe: Any, calibration: Sequence[tuple[
                          quant_range: tuple[int, int], quantize_node: Callable[[Any], bool] | None = None) -> Any:
     """``program`` with bias correction when the recipe asks for it (``bias_correction = true``);
     ``quant_range`` is the backend's integer weight range, so the measured rounding is its own."""
-    if not recipe.param("bias_correction", False):
+    rounding = recipe.param("weight_rounding", "nearest")
+    if rounding not in ("nearest", "gptq"):
+        from edge_export.errors import UsageError
+
+        raise UsageError(f"recipe {recipe.name}: weight_rounding {rounding!r} is not one of nearest, gptq")
+    if not recipe.param("bias_correction", False) and rounding == "nearest":
         return program
-    return bias_corrected(program, calibration, quant_range, quantize_node)
+    rounded = None
+    if rounding == "gptq":
+        from .rounding import gptq_rounded_weights
+
+        module = program.module() if hasattr(program, "module") else program
+        rounded = gptq_rounded_weights(module, calibration, quant_range, quantize_node)
+        if not recipe.param("bias_correction", False):
+            import copy
+
+            module = copy.deepcopy(module)
+            for target, weight in rounded.items():
+                _set_attr(module, target, weight)
+            return module
+    return bias_corrected(program, calibration, quant_range, quantize_node, rounded)

@@ -39,7 +39,7 @@ class CoreMLExporter(Exporter):
         program = decompose_for_coreml(prepared.exported())  # what coremltools lacks, nothing it fuses
         mlmodel = ct.convert(
             program,
-            inputs=[ct.TensorType(name=n, shape=_shape(ct, t, spec))
+            inputs=[ct.TensorType(name=n, shape=_shape(ct, t, spec), dtype=_input_dtype(t))
                     for n, t, spec in zip(prepared.input_names, prepared.example_inputs,
                                           prepared.input_specs or [None] * len(prepared.input_names),
                                           strict=True)],
@@ -98,6 +98,23 @@ class CoreMLExporter(Exporter):
         return {"runtime": "coreml", "minimum_deployment_target": recipe.minimum_deployment
                 or "iOS17", "model_type": "mlprogram",
                 "compute_precision": recipe.param("compute_precision", "float32")}
+
+
+def _input_dtype(example: Any) -> Any:
+    """int32 for integer inputs (token ids, masks, indices), None (coremltools' default)
+    for float ones.
+
+    With fp16 compute on iOS16+, coremltools declares every input whose dtype is not given
+    as FLOAT16, integer ones included: token ids above 2048 then arrive rounded to fp16's
+    grid (8775 -> 8776), so a text model looks up the wrong embedding rows. That, not fp16
+    arithmetic, is what took all-MiniLM-L6-v2 to cosine 0.27 in every fp16-compute recipe.
+    Float inputs keep the fp16 I/O that Core ML prefers."""
+    import numpy as np
+    import torch
+
+    if not isinstance(example, torch.Tensor) or example.dtype.is_floating_point or example.dtype == torch.bool:
+        return None  # bool: 0/1 are exact in fp16
+    return np.int32
 
 
 def _shape(ct: Any, example: Any, spec: Any) -> Any:
