@@ -50,3 +50,18 @@ def test_short_loops_and_non_terminals_draw_nothing():
     with plain:
         previous = calibrating.listen(None)
         assert previous is None  # nothing listens when the output is not a terminal
+
+
+def test_a_worker_jobs_samples_draw_in_that_jobs_row():
+    """Jobs in worker processes report samples with their key (edge_export/build/workers.py)."""
+    other = ("tflite", "int8-static")
+    progress = Progress([KEY, other])
+    progress.console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with progress:
+        progress.stage(KEY, "quantize")
+        progress.stage(other, "quantize")  # the in-process "current" job is now the other one
+        progress.calibrated_in(KEY, "calibrating", 9, 16)
+        table = _rendered(progress)
+        assert "calibrating 9/16" in table
+        row = next(line for line in table.splitlines() if "calibrating" in line)
+        assert row.split()[0] == "android"

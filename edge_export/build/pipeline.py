@@ -338,7 +338,8 @@ def _run_jobs(jobs: list[Job], pool: WorkerPool | None, workers: int, root: Path
         own = None if pool is not None else WorkerPool([], root, debug=debug)
         try:
             done = (pool or own).run([jobs[i] for i in remote], min(workers, len(remote)),
-                                     progress.stage, lambda result: _finished(progress, result))
+                                     progress.stage, lambda result: _finished(progress, result),
+                                     progress.calibrated_in)
         finally:
             if own is not None:
                 own.close()

@@ -4,8 +4,8 @@ Each worker is spawned with the target of the job it will most likely run first 
 imports that toolchain at once (``Exporter.preload``), so the slow imports overlap
 with loading and exporting the model in the main process. Jobs are handed out in
 order, the next one to whichever worker is free first, and results come back in job
-order whatever the order they finish in. Progress and results travel over one pipe
-per worker (no manager process).
+order whatever the order they finish in. Progress (stages and calibration samples) and
+results travel over one pipe per worker (no manager process).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 from edge_export.build.job import Job, JobResult
 
 Finished = Callable[[JobResult], None]
+Calibrated = Callable[[tuple[str, str], str, int, int], None]
 
 
 @dataclass(eq=False)
@@ -53,7 +54,7 @@ class WorkerPool:
         return worker
 
     def run(self, jobs: list[Job], limit: int, stage: Callable[[tuple[str, str], str], None],
-            finished: Finished) -> list[JobResult]:
+            finished: Finished, calibrated: Calibrated | None = None) -> list[JobResult]:
         """Run ``jobs`` on at most ``limit`` workers (the started ones first)."""
         results: list[JobResult | None] = [None] * len(jobs)
         pending = list(range(len(jobs)))
@@ -76,6 +77,10 @@ class WorkerPool:
                     self._workers.remove(worker)
                 if message[0] == "stage":
                     stage(jobs[index].key, message[1])
+                    continue
+                if message[0] == "calibration":
+                    if calibrated is not None:
+                        calibrated(jobs[index].key, *message[1:])
                     continue
                 results[index] = message[1]
                 finished(message[1])
@@ -117,6 +122,7 @@ def _serve(conn: Connection, target: str, log: Path | None) -> None:
     from edge_export.build.capture import toolchain_output
     from edge_export.build.exporter import get_exporter
     from edge_export.build.job import run_job
+    from edge_export.quant import calibrating
 
     try:
         with toolchain_output(log or Path(os.devnull), enabled=log is not None):
@@ -125,6 +131,7 @@ def _serve(conn: Connection, target: str, log: Path | None) -> None:
             get_exporter(target).preload()
     except Exception:  # noqa: BLE001 - the job itself reports what fails here
         pass
+    calibrating.listen(lambda what, done, total: conn.send(("calibration", what, done, total)))
     try:
         while (job := conn.recv()) is not None:
             conn.send(("result", run_job(job, lambda key, stage: conn.send(("stage", stage)))))

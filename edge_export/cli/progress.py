@@ -63,10 +63,15 @@ class Progress:
         self._refresh()
 
     def calibrated(self, what: str, done: int, total: int) -> None:
-        """A calibration sample done in this process (jobs in worker processes show only
-        their stage): drawn as a bar in the running job's row."""
-        row = self.rows.get(self._current) if self._current else None
-        if row is None or total < CALIBRATION_BAR_MIN:
+        """A calibration sample done by the job running in this process."""
+        if self._current is not None:
+            self.calibrated_in(self._current, what, done, total)
+
+    def calibrated_in(self, key: tuple[str, str], what: str, done: int, total: int) -> None:
+        """A calibration sample done by job ``key`` (here or in a worker process): drawn
+        as a bar in its row."""
+        row = self.rows.get(key)
+        if row is None or total < CALIBRATION_BAR_MIN or row["stage"] != "quantize":
             return
         row["calibration"] = (what, done, total)
         self._refresh()
