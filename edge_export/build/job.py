@@ -14,24 +14,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edge_export import __version__
 from edge_export.build.capture import toolchain_output
-from edge_export.build.exporter import BuildContext, RuntimeUnavailable, get_exporter
+from edge_export.build.exporter import BuildContext, get_exporter
 from edge_export.errors import EdgeExportError, ToolchainError, output_error, summarize_exception
 from edge_export.load.tensors import TensorSpec
 from edge_export.package.manifest import SCHEMA_VERSION, write_golden, write_manifest
-from edge_export.quant.recipe import Recipe, Thresholds
-
-if TYPE_CHECKING:  # imported where used: the warm re-run path imports this module
-    import numpy as np
-
-    from edge_export.verify.parity import ParityResult
-
-# Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
-# recipe does not set one: tight, because both sides compute the same quantized graph.
-DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
+from edge_export.quant.recipe import Recipe
+from edge_export.verify.artifact import columns, load_npz, parity_columns, torch_outputs, verify_artifact
 
 
 @dataclass(frozen=True)
@@ -160,10 +152,10 @@ def _build(job: Job, exporter: Any, artifact: Path, stage: Callable[[str], None]
     stage("lower")
     exporter.lower(prepared, job.recipe, artifact)
     stage("verify")
-    parity, latency, accuracy = _verify(job, exporter, artifact, prepared)
+    parity, latency, accuracy = verify_artifact(job, exporter, artifact, prepared)
     if parity["status"] == "failed" and job.recipe.param("bits") in (4, 8):
         stage("localize")  # only failed gates pay for the per-layer measurement
-        mixed_precision.localize(program, job.recipe, ctx, *_parity_columns(job), parity)
+        mixed_precision.localize(program, job.recipe, ctx, *parity_columns(job), parity)
     return parity, latency, accuracy
 
 
@@ -187,12 +179,12 @@ def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifa
     if not exporter.schemes.honours_keep_float(job.recipe.scheme):
         raise UsageError(f"recipe {job.recipe.name} ({job.target}): keep_float = \"auto\" needs a "
                          f"scheme that honours keep_float; {job.recipe.scheme} does not")
-    inputs, reference = _parity_columns(job)
+    inputs, reference = parity_columns(job)
     kinds = {"kinds": list(job.model.output_kinds) or None,
              "real_inputs": job.parity_inputs_from == "validation-data"}
 
     def reference_passes(prepared: Any) -> tuple[bool, dict[str, float]]:
-        actual = [_torch_outputs(prepared.reference, s) for s in inputs]
+        actual = [torch_outputs(prepared.reference, s) for s in inputs]
         result = gate(list(job.model.output_names), reference, actual, job.recipe.parity,
                       "pytorch", "pytorch-float", **kinds)
         worst = min(result.outputs.values(), key=lambda m: m["snr_db"])
@@ -206,7 +198,7 @@ def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifa
         artifact.unlink(missing_ok=True)
         exporter.lower(prepared, recipe, artifact)
         stage("verify")
-        return _verify(job, exporter, artifact, prepared)
+        return verify_artifact(job, exporter, artifact, prepared)
 
     stage("sensitivity")
     # The PT2E reference models the artifact only for static activations (dynamic kernels
@@ -216,13 +208,6 @@ def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifa
                       reference_passes if static else None, lower_and_verify)
 
 
-def _parity_columns(job: Job) -> tuple[list[tuple[np.ndarray, ...]], list[list[np.ndarray]]]:
-    """The parity inputs and float PyTorch outputs (per sample) the gate is computed on."""
-    arrays = _load_npz(job.workspace / "parity.npz")
-    inputs = _columns(arrays, "in_", len(job.model.inputs))
-    return inputs, [list(s) for s in _columns(arrays, "out_", len(job.model.output_names))]
-
-
 def _close_timings(timings: dict[str, float]) -> None:
     stamps = sorted(timings.items(), key=lambda kv: kv[1])
     now = time.monotonic()
@@ -230,29 +215,13 @@ def _close_timings(timings: dict[str, float]) -> None:
         timings[name] = round(nxt - start, 3)
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    import numpy as np
-
-    if not path.exists():
-        return {}
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-def _columns(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[tuple[np.ndarray, ...]]:
-    if not arrays:
-        return []
-    cols = [arrays[f"{prefix}{i}"] for i in range(count)]
-    return [tuple(c[s] for c in cols) for s in range(len(cols[0]))]
-
-
 def _context(job: Job) -> BuildContext:
     import torch
 
     n_in = len(job.model.inputs)
-    calib = _columns(_load_npz(job.workspace / "calibration.npz"), "in_", n_in)
+    calib = columns(load_npz(job.workspace / "calibration.npz"), "in_", n_in)
     limit = job.recipe.calibration_samples
-    parity = _load_npz(job.workspace / "parity.npz")
+    parity = load_npz(job.workspace / "parity.npz")
     examples = tuple(torch.from_numpy(parity[f"in_{i}"][0].copy()) for i in range(n_in))
 
     def reload_module() -> torch.nn.Module:
@@ -273,120 +242,12 @@ def _context(job: Job) -> BuildContext:
     )
 
 
-def _verify(job: Job, exporter: Any, artifact: Path, prepared: Any):
-    from edge_export.verify.parity import ParityResult, gate
-
-    inputs, reference = _parity_columns(job)
-    try:
-        from edge_export.verify.latency import limit_threads
-
-        limit_threads(job.threads)
-        runtime, run = exporter.load_runtime(artifact, threads=job.threads)
-    except RuntimeUnavailable as exc:
-        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
-                              thresholds=job.recipe.parity.to_json())
-        return _parity_json(result, None, job), None, None
-    try:
-        actual = [run(list(sample)) for sample in inputs]
-    except Exception as exc:  # noqa: BLE001 - the runtime rejected the artifact
-        result = ParityResult("failed", runtime, thresholds=job.recipe.parity.to_json(),
-                              reason=f"{runtime} could not run the artifact: "
-                                     f"{summarize_exception(exc)}")
-        return _parity_json(result, None, job), None, None
-    names = list(job.model.output_names)
-    kinds = {"kinds": list(job.model.output_kinds) or None,
-             "real_inputs": job.parity_inputs_from == "validation-data"}
-    quality = gate(names, reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
-    fidelity = None
-    if prepared.reference is not None:
-        ref_q = [_torch_outputs(prepared.reference, s) for s in inputs]
-        fidelity = gate(names, ref_q, actual, job.recipe.fidelity or DEFAULT_FIDELITY,
-                        runtime, "pytorch-quantized", **kinds)
-        if fidelity.status == "failed" and quality.status == "passed":
-            quality.status, quality.reason = "failed", fidelity.reason
-    sizes = _check_sizes(job, run, runtime, quality)
-    latency = _latency(run, inputs[0], job.threads)
-    accuracy = _accuracy(job, run, runtime)
-    return {**_parity_json(quality, fidelity, job), **sizes}, latency, accuracy
-
-
-def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dict[str, Any]:
-    """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
-    recipe's thresholds; the first failure fails the package."""
-    from edge_export.load.dynamic import sizes_label
-    from edge_export.verify.parity import ParityResult, gate
-
-    arrays = _load_npz(job.workspace / "sizes.npz")
-    if not arrays:
-        return {}
-    names, specs = list(job.model.output_names), job.model.inputs
-    checked = []
-    for k in range(len({key.split("_", 1)[0] for key in arrays})):
-        sample = tuple(arrays[f"s{k}_in_{i}"] for i in range(len(specs)))
-        reference = [arrays[f"s{k}_out_{j}"] for j in range(len(names))]
-        label = sizes_label(sample, specs)
-        try:
-            result = gate(names, [reference], [run(list(sample))], job.recipe.parity, runtime,
-                          "pytorch-float", kinds=list(job.model.output_kinds) or None, real_inputs=False)
-        except Exception as exc:  # noqa: BLE001 - the runtime rejected this size
-            result = ParityResult("failed", runtime, reason=f"{runtime} could not run it: "
-                                  f"{summarize_exception(exc)}")
-        checked.append({"inputs": label, "status": result.status, "reason": result.reason,
-                        "outputs": {n: {k: m[k] for k in ("cosine", "snr_db", "max_abs") if k in m}
-                                    for n, m in result.outputs.items()}})
-        if result.status == "failed" and quality.status == "passed":
-            quality.status, quality.reason = "failed", f"at {label}: {result.reason}"
-    return {"dynamic_sizes": checked}
-
-
-def _torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:
-    import torch
-
-    from edge_export.load.model import eager_outputs
-
-    return eager_outputs(module, tuple(torch.from_numpy(a.copy()) for a in sample))
-
-
-def _parity_json(quality: Any, fidelity: Any, job: Job) -> dict[str, Any]:
-    data = quality.to_json()
-    data["inputs"] = job.parity_inputs_from
-    data["fidelity"] = fidelity.to_json() if fidelity else None
-    return data
-
-
-def _latency(run: Any, sample: tuple[np.ndarray, ...], threads: int) -> dict[str, Any]:
-    """min/median/p90 after warm-up, with the load average (edge_export.verify.latency)."""
-    from edge_export.verify.latency import single
-
-    return single(lambda: run(list(sample)), threads=threads)
-
-
-def _accuracy(job: Job, run: Any, runtime: str) -> dict[str, Any] | None:
-    import numpy as np
-
-    arrays = _load_npz(job.workspace / "eval.npz")
-    if not arrays:
-        return None
-    samples = _columns(arrays, "in_", len(job.model.inputs))
-    labels = arrays["labels"]
-    hits = [int(np.argmax(run(list(s))[0])) == int(label) for s, label in zip(samples, labels,
-                                                                              strict=True)]
-    float_acc = float(arrays["float_accuracy"])
-    artifact_acc = 100.0 * float(np.mean(hits))
-    drop = round(float_acc - artifact_acc, 4)
-    limit = job.max_accuracy_drop if job.max_accuracy_drop is not None else (
-        job.recipe.max_accuracy_drop if job.recipe.max_accuracy_drop is not None else 1.0)
-    return {"status": "passed" if drop <= limit else "failed", "runtime": runtime,
-            "samples": len(samples), "float": round(float_acc, 4),
-            "artifact": round(artifact_acc, 4), "drop": drop, "max_drop": limit}
-
-
 def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
              accuracy: dict[str, Any] | None) -> dict[str, Any]:
     model = job.model
-    arrays = _load_npz(job.workspace / "parity.npz")
-    inputs = _columns(arrays, "in_", len(model.inputs))
-    outputs = [list(s) for s in _columns(arrays, "out_", len(model.output_names))]
+    arrays = load_npz(job.workspace / "parity.npz")
+    inputs = columns(arrays, "in_", len(model.inputs))
+    outputs = [list(s) for s in columns(arrays, "out_", len(model.output_names))]
     app_vectors = None
     if (job.workspace / "app_vectors.json").exists():
         shutil.copytree(job.workspace / "golden" / "app", staging / "golden" / "app")

@@ -1,0 +1,155 @@
+"""The verify stage of one job: run the artifact on its own runtime and compare it with
+PyTorch (the recipe's quality gate against float, the lowering-fidelity gate against the
+quantized model), at every declared dynamic size, then its host latency and, with
+``--eval-data``, its accuracy. Inputs come from the workspace files the export stage wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_export.build.exporter import RuntimeUnavailable
+from edge_export.errors import summarize_exception
+from edge_export.quant.recipe import Thresholds
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge_export.build.job import Job
+    from edge_export.verify.parity import ParityResult
+
+# Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
+# recipe does not set one: tight, because both sides compute the same quantized graph.
+DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
+
+
+def parity_columns(job: Job) -> tuple[list[tuple[np.ndarray, ...]], list[list[np.ndarray]]]:
+    """The parity inputs and float PyTorch outputs (per sample) the gate is computed on."""
+    arrays = load_npz(job.workspace / "parity.npz")
+    inputs = columns(arrays, "in_", len(job.model.inputs))
+    return inputs, [list(s) for s in columns(arrays, "out_", len(job.model.output_names))]
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def columns(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[tuple[np.ndarray, ...]]:
+    if not arrays:
+        return []
+    cols = [arrays[f"{prefix}{i}"] for i in range(count)]
+    return [tuple(c[s] for c in cols) for s in range(len(cols[0]))]
+
+
+def verify_artifact(job: Job, exporter: Any, artifact: Path, prepared: Any):
+    from edge_export.verify.parity import ParityResult, gate
+
+    inputs, reference = parity_columns(job)
+    try:
+        from edge_export.verify.latency import limit_threads
+
+        limit_threads(job.threads)
+        runtime, run = exporter.load_runtime(artifact, threads=job.threads)
+    except RuntimeUnavailable as exc:
+        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
+                              thresholds=job.recipe.parity.to_json())
+        return _parity_json(result, None, job), None, None
+    try:
+        actual = [run(list(sample)) for sample in inputs]
+    except Exception as exc:  # noqa: BLE001 - the runtime rejected the artifact
+        result = ParityResult("failed", runtime, thresholds=job.recipe.parity.to_json(),
+                              reason=f"{runtime} could not run the artifact: "
+                                     f"{summarize_exception(exc)}")
+        return _parity_json(result, None, job), None, None
+    names = list(job.model.output_names)
+    kinds = {"kinds": list(job.model.output_kinds) or None,
+             "real_inputs": job.parity_inputs_from == "validation-data"}
+    quality = gate(names, reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
+    fidelity = None
+    if prepared.reference is not None:
+        ref_q = [torch_outputs(prepared.reference, s) for s in inputs]
+        fidelity = gate(names, ref_q, actual, job.recipe.fidelity or DEFAULT_FIDELITY,
+                        runtime, "pytorch-quantized", **kinds)
+        if fidelity.status == "failed" and quality.status == "passed":
+            quality.status, quality.reason = "failed", fidelity.reason
+    sizes = _check_sizes(job, run, runtime, quality)
+    latency = _latency(run, inputs[0], job.threads)
+    accuracy = _accuracy(job, run, runtime)
+    return {**_parity_json(quality, fidelity, job), **sizes}, latency, accuracy
+
+
+def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dict[str, Any]:
+    """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
+    recipe's thresholds; the first failure fails the package."""
+    from edge_export.load.dynamic import sizes_label
+    from edge_export.verify.parity import ParityResult, gate
+
+    arrays = load_npz(job.workspace / "sizes.npz")
+    if not arrays:
+        return {}
+    names, specs = list(job.model.output_names), job.model.inputs
+    checked = []
+    for k in range(len({key.split("_", 1)[0] for key in arrays})):
+        sample = tuple(arrays[f"s{k}_in_{i}"] for i in range(len(specs)))
+        reference = [arrays[f"s{k}_out_{j}"] for j in range(len(names))]
+        label = sizes_label(sample, specs)
+        try:
+            result = gate(names, [reference], [run(list(sample))], job.recipe.parity, runtime,
+                          "pytorch-float", kinds=list(job.model.output_kinds) or None, real_inputs=False)
+        except Exception as exc:  # noqa: BLE001 - the runtime rejected this size
+            result = ParityResult("failed", runtime, reason=f"{runtime} could not run it: "
+                                  f"{summarize_exception(exc)}")
+        checked.append({"inputs": label, "status": result.status, "reason": result.reason,
+                        "outputs": {n: {k: m[k] for k in ("cosine", "snr_db", "max_abs") if k in m}
+                                    for n, m in result.outputs.items()}})
+        if result.status == "failed" and quality.status == "passed":
+            quality.status, quality.reason = "failed", f"at {label}: {result.reason}"
+    return {"dynamic_sizes": checked}
+
+
+def torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    import torch
+
+    from edge_export.load.model import eager_outputs
+
+    return eager_outputs(module, tuple(torch.from_numpy(a.copy()) for a in sample))
+
+
+def _parity_json(quality: Any, fidelity: Any, job: Job) -> dict[str, Any]:
+    data = quality.to_json()
+    data["inputs"] = job.parity_inputs_from
+    data["fidelity"] = fidelity.to_json() if fidelity else None
+    return data
+
+
+def _latency(run: Any, sample: tuple[np.ndarray, ...], threads: int) -> dict[str, Any]:
+    """min/median/p90 after warm-up, with the load average (edge_export.verify.latency)."""
+    from edge_export.verify.latency import single
+
+    return single(lambda: run(list(sample)), threads=threads)
+
+
+def _accuracy(job: Job, run: Any, runtime: str) -> dict[str, Any] | None:
+    import numpy as np
+
+    arrays = load_npz(job.workspace / "eval.npz")
+    if not arrays:
+        return None
+    samples = columns(arrays, "in_", len(job.model.inputs))
+    labels = arrays["labels"]
+    hits = [int(np.argmax(run(list(s))[0])) == int(label) for s, label in zip(samples, labels,
+                                                                              strict=True)]
+    float_acc = float(arrays["float_accuracy"])
+    artifact_acc = 100.0 * float(np.mean(hits))
+    drop = round(float_acc - artifact_acc, 4)
+    limit = job.max_accuracy_drop if job.max_accuracy_drop is not None else (
+        job.recipe.max_accuracy_drop if job.recipe.max_accuracy_drop is not None else 1.0)
+    return {"status": "passed" if drop <= limit else "failed", "runtime": runtime,
+            "samples": len(samples), "float": round(float_acc, 4),
+            "artifact": round(artifact_acc, 4), "drop": drop, "max_drop": limit}
