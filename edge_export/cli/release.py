@@ -20,6 +20,7 @@ def verify_cmd(package: Path, max_bytes: int, as_json: bool) -> None:
     """Check PACKAGE (a package directory or its .zip): manifest schema, every file's
     sha256 and size, and its golden inputs re-run on the host runtime at the recipe's
     thresholds. Exit 0 ok, 1 mismatch, 2 malformed or unsafe input."""
+    from edge_export.release.bundle import is_llm_manifest
     from edge_export.verify.integrity import verify
 
     checked = verify(package, max_bytes)
@@ -37,7 +38,7 @@ def verify_cmd(package: Path, max_bytes: int, as_json: bool) -> None:
     if parity.status == "not-run":
         click.echo(f"ok: {what}: {files} files match; golden outputs not re-run ({parity.reason})")
         return
-    if m.get("kind") == "llm":
+    if is_llm_manifest(m):
         click.echo(f"ok: {what}: {files} files match; {parity.reason} on {parity.runtime}")
         return
     worst = min(parity.outputs.values(), key=lambda o: o["cosine"])

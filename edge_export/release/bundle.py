@@ -98,8 +98,8 @@ def check_integrity(package_dir: Path) -> dict:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageError(f"{manifest_path}: not valid JSON ({exc})") from None
-    is_llm = isinstance(manifest, dict) and manifest.get("kind") == "llm"
-    validator = _validator("schemas/llm-manifest.schema.json") if is_llm else _validator()
+    llm = is_llm_manifest(manifest)
+    validator = _validator("schemas/llm-manifest.schema.json") if llm else _validator()
     error = next(iter(sorted(validator.iter_errors(manifest), key=lambda e: list(e.path))), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -130,7 +130,7 @@ def check_integrity(package_dir: Path) -> dict:
 
 def referenced_files(manifest: dict) -> list[str]:
     """Relative paths the apps open besides the manifest and the artifact."""
-    if manifest.get("kind") == "llm":  # golden prompts, tokenizer, generation config
+    if is_llm_manifest(manifest):  # golden prompts, tokenizer, generation config
         return [g["path"] for g in manifest["golden"]] + [manifest["tokenizer"]["path"],
                                                           manifest["generation"]["path"]]
     refs = [p for sample in manifest["golden"]["samples"]
@@ -170,7 +170,7 @@ def bundle(app: str, packages: list[Path], apps_root: Path) -> list[Path]:
         package = Path(package)
         manifest = check_integrity(package)
         _check_fits(app, layout, package, manifest)
-        if _is_llm(manifest):
+        if is_llm_manifest(manifest):
             dest = llm_dir / f"{manifest['name']}-{_package_slug(manifest)}"
         else:
             dest = models_dir / manifest["name"] / _package_slug(manifest)
@@ -188,15 +188,16 @@ def _package_slug(manifest: dict) -> str:
     return f"{manifest['target']}-{manifest['recipe']['name']}"
 
 
-def _is_llm(manifest: dict) -> bool:
-    return manifest.get("kind") == "llm"
+def is_llm_manifest(manifest: Any) -> bool:
+    """An LLM package's manifest (``kind: "llm"``, llm-manifest.schema.json)."""
+    return isinstance(manifest, dict) and manifest.get("kind") == "llm"
 
 
 def _check_fits(app: str, layout: AppLayout, package: Path, manifest: dict) -> None:
     for value in (manifest["name"], manifest["target"], manifest["recipe"]["name"]):
         if not _SAFE_SEGMENT.match(value):
             raise PackageError(f"{package}: {value!r} cannot be used as a folder name")
-    if _is_llm(manifest):
+    if is_llm_manifest(manifest):
         if manifest["target"] not in layout.llm_targets:
             raise PackageError(f"{package}: the {app} app's text generation does not run "
                                f"{manifest['target']} LLM packages",
@@ -245,7 +246,7 @@ def index_entries(models_dir: Path) -> list[dict[str, str]]:
         if manifest_path.parent.name.startswith("."):
             continue
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if _is_llm(manifest):  # listed by the text-generation screen, not the model index
+        if is_llm_manifest(manifest):  # listed by the text-generation screen, not the model index
             continue
         entries.append({
             "name": manifest["name"], "version": manifest["version"],

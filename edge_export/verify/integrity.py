@@ -24,7 +24,7 @@ from edge_export.errors import GateFailed, PackageError
 from edge_export.package.archive import MAX_EXTRACT_BYTES, extract_zip
 from edge_export.package.manifest import read_golden_tensor
 from edge_export.quant.recipe import Thresholds
-from edge_export.release.bundle import MANIFEST, check_integrity
+from edge_export.release.bundle import MANIFEST, check_integrity, is_llm_manifest
 from edge_export.verify.parity import ParityResult, gate
 
 
@@ -111,7 +111,7 @@ def verify(package: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> Verified:
     the golden re-run was skipped and what to install."""
     with opened(package, max_bytes) as folder:
         manifest = check_integrity(folder)
-        if manifest.get("kind") == "llm":
+        if is_llm_manifest(manifest):
             from edge_export.llm.generate import regenerate_goldens
 
             result = regenerate_goldens(folder, manifest)
