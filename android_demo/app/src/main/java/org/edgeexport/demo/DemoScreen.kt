@@ -59,14 +59,20 @@ fun DemoScreen(vm: DemoViewModel) {
 private fun ModelPicker(vm: DemoViewModel) {
     Column {
         for (entry in vm.models) {
-            Row(
-                Modifier.fillMaxWidth().selectable(selected = entry == vm.selected, enabled = !vm.busy) { vm.select(entry) },
-                verticalAlignment = Alignment.CenterVertically,
-            ) {
-                RadioButton(selected = entry == vm.selected, onClick = null)
-                Text("${entry.title} (${entry.runtime})", Modifier.padding(start = 8.dp))
-            }
+            ChoiceRow("${entry.title} (${entry.runtime})", entry == vm.selected, !vm.busy) { vm.select(entry) }
         }
+    }
+}
+
+/** One choice of a single-choice list (a package to run): the whole row selects it. */
+@Composable
+fun ChoiceRow(label: String, selected: Boolean, enabled: Boolean, onSelect: () -> Unit) {
+    Row(
+        Modifier.fillMaxWidth().selectable(selected = selected, enabled = enabled, onClick = onSelect),
+        verticalAlignment = Alignment.CenterVertically,
+    ) {
+        RadioButton(selected = selected, onClick = null)
+        Text(label, Modifier.padding(start = 8.dp))
     }
 }
 

@@ -8,20 +8,17 @@ import androidx.compose.foundation.layout.fillMaxWidth
 import androidx.compose.foundation.layout.padding
 import androidx.compose.foundation.layout.safeDrawingPadding
 import androidx.compose.foundation.rememberScrollState
-import androidx.compose.foundation.selection.selectable
 import androidx.compose.foundation.verticalScroll
 import androidx.compose.material3.Button
 import androidx.compose.material3.MaterialTheme
 import androidx.compose.material3.OutlinedButton
 import androidx.compose.material3.OutlinedTextField
-import androidx.compose.material3.RadioButton
 import androidx.compose.material3.Text
 import androidx.compose.runtime.Composable
 import androidx.compose.runtime.getValue
 import androidx.compose.runtime.mutableStateOf
 import androidx.compose.runtime.remember
 import androidx.compose.runtime.setValue
-import androidx.compose.ui.Alignment
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.unit.dp
 
@@ -34,13 +31,7 @@ fun LlmScreen(vm: LlmViewModel) {
     ) {
         Text("Text generation", style = MaterialTheme.typography.headlineSmall)
         for (pkg in vm.packages) {
-            Row(
-                Modifier.fillMaxWidth().selectable(selected = pkg == vm.selected, enabled = !vm.busy) { vm.select(pkg) },
-                verticalAlignment = Alignment.CenterVertically,
-            ) {
-                RadioButton(selected = pkg == vm.selected, onClick = null)
-                Text("${pkg.name} (${pkg.recipe})", Modifier.padding(start = 8.dp))
-            }
+            ChoiceRow("${pkg.name} (${pkg.recipe})", pkg == vm.selected, !vm.busy) { vm.select(pkg) }
         }
         OutlinedTextField(value = prompt, onValueChange = { prompt = it }, label = { Text("Prompt") },
             modifier = Modifier.fillMaxWidth())
