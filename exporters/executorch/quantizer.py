@@ -79,3 +79,36 @@ def annotate_weighted_clamp(graph_module: Any, config: Any,
         _mark_nodes_as_annotated(partition)
         partitions.append(partition)
     return partitions
+
+
+def requantize_float_pads(graph_module: Any) -> Any:
+    """Give each zero pad that reads a dequantized tensor but feeds a *float* op its own q/dq.
+
+    XNNPACK's ``InsertPadQDQPass`` assumes every ``dequantize -> constant_pad_nd`` feeds a
+    quantized conv and tags an implicit q/dq after the pad. When ``keep_float`` leaves the
+    conv float (EfficientNet's ``Conv2dStaticSamePadding`` pads inside the kept module), the
+    float conv then reads a "quantized" input and lowering fails with "Weight and Input
+    should both be quantized". An explicit requantization at the dequantize's own scale is
+    exact for zero padding, so the quantized reference and the artifact stay identical."""
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    pads = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+    graph = graph_module.graph
+    for pad in list(graph.nodes):
+        if pad.op != "call_function" or pad.target not in pads:
+            continue
+        source = pad.args[0]
+        value = pad.kwargs.get("value", pad.args[3] if len(pad.args) > 3 else None)
+        if (getattr(source, "target", None) != qd.dequantize_per_tensor.default or value not in (None, 0, 0.0)
+                or any(user.target == qd.quantize_per_tensor.default for user in pad.users)):
+            continue
+        params = source.args[1:]
+        with graph.inserting_after(pad):
+            quantize = graph.call_function(qd.quantize_per_tensor.default, (pad, *params))
+        with graph.inserting_after(quantize):
+            dequantize = graph.call_function(qd.dequantize_per_tensor.default, (quantize, *params))
+        pad.replace_all_uses_with(dequantize)
+        quantize.args = (pad, *params)
+    graph_module.recompile()
+    return graph_module
