@@ -44,6 +44,11 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             "symmetric-activations": {"activation_scheme": "symmetric"}},
     "tflite": {"nearest-rounding": {"weight_rounding": "nearest"}, "moving-average": {"observer": "moving-average"}},
 }
+# Per model: a copy of the shipped recipe with keep_float = "auto" and issue 12's goal as its
+# own gate (EfficientNet-Lite0: SNR >= 25 dB and top-1 agreement >= 0.95 vs float).
+GOAL_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "efficientnet-lite0": {"auto-goal": {"parity": {"snr_db": 25.0, "top1_agreement": 0.95}}},
+}
 OPEN_GATES = {"parity": {"cosine": -1.0, "snr_db": -1000.0, "top1_agreement": 0.0},
               "accuracy": {"max_drop": 100.0}}
 DEFAULT_MAX_DROP = 1.0  # the 8-bit default when a recipe sets no [accuracy] max_drop
@@ -87,6 +92,19 @@ def variant_recipe(target: str, name: str, changes: dict[str, Any], folder: Path
     return path
 
 
+def goal_recipe(target: str, name: str, gates: dict[str, dict[str, Any]], folder: Path) -> Path:
+    """A copy of the shipped recipe with keep_float = "auto" and ``gates`` as its own gates."""
+    text = (ROOT / "recipes" / target / f"{SHIPPED}.toml").read_text()
+    text = re.sub(r'^name = ".*"$', f'name = "{SHIPPED}-{name}"', text, count=1, flags=re.M)
+    text = set_key(text, "quantize", "keep_float", "auto")
+    for section, values in gates.items():
+        for key, value in values.items():
+            text = set_key(text, section, key, value)
+    path = folder / f"{target}-{name}.toml"
+    path.write_text(text)
+    return path
+
+
 def shipped_gates(target: str) -> dict[str, Any]:
     recipe = tomllib.loads((ROOT / "recipes" / target / f"{SHIPPED}.toml").read_text())
     return {"parity": recipe.get("parity", {}),
@@ -122,6 +140,8 @@ def run_target(model: str, target: str, workdir: Path, with_variants: bool = Tru
     """One edge-export run (export once, every recipe of this target); one row per recipe."""
     variants = VARIANTS.get(target, {}) if with_variants else {}
     files = {f"{SHIPPED}-{n}": variant_recipe(target, n, c, workdir) for n, c in variants.items()}
+    goals = GOAL_VARIANTS.get(model, {}) if with_variants else {}
+    files.update({f"{SHIPPED}-{n}": goal_recipe(target, n, g, workdir) for n, g in goals.items()})
     recipes = ["fp32", SHIPPED, *map(str, files.values())]
     cmd = [sys.executable, "-m", "edge_export", "--model", MODELS[model], "--target", target,
            *[a for r in recipes for a in ("--recipe", r)], *model_data(model, workdir),
@@ -136,14 +156,22 @@ def run_target(model: str, target: str, workdir: Path, with_variants: bool = Tru
     by_recipe = {p["recipe"]: p for p in report.get("packages", [])}
     rows = []
     for recipe in ["fp32", SHIPPED, *files]:
-        changes = variants.get(recipe.removeprefix(f"{SHIPPED}-"), {}) if recipe in files else {}
+        variant = recipe.removeprefix(f"{SHIPPED}-")
+        changes = variants.get(variant, {}) if recipe in files else {}
+        gates = "open" if recipe in files else "shipped"
+        if variant in goals:
+            changes = {"keep_float": "auto", **{f"{section}.{key}": value for section, values
+                                                 in goals[variant].items() for key, value in values.items()}}
+            gates = "goal"
         row = {"model": model, "target": target, "recipe": recipe, "changes": changes,
-               "gates": "open" if recipe in files else "shipped", "run_wall_s": wall}
+               "gates": gates, "run_wall_s": wall}
         package = by_recipe.get(recipe)
         if package is None:
             row.update(status="error", error=report.get("error", {}).get("message", "no result"))
         else:
             row.update(measure(package))
+            if gates == "goal":
+                row["kept_float"] = kept_float(package)
         if recipe != "fp32":
             row["passes_shipped_gates"] = passes(row, shipped_gates(target))
             text = Path(files[recipe] if recipe in files else ROOT / "recipes" / target / f"{SHIPPED}.toml")
@@ -288,13 +316,16 @@ def markdown(result: dict[str, Any]) -> str:
              "*other* photos + the example (examples/efficientnet_lite0.py; no labels, so no accuracy column); "
              "`calib.` is the number of calibration samples the recipe asks for. `int8-static` is the shipped "
              "recipe with its own "
-             "gates; the other quantized rows are copies of it with one change and open gates "
+             "gates; `-auto-goal` rows are copies with `keep_float = \"auto\"` and issue 12's goal as their gate; "
+             "the other quantized rows are copies of it with one change and open gates "
              "(`shipped gates?` applies the shipped recipe's parity thresholds and accuracy drop to them).", "",
              "| model | target | recipe | change | status | shipped gates? | SNR dB | cosine | top-1 agr. "
              "| float acc % | artifact acc % | drop (pts) | bytes | × fp32 | host ms | calib. |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in [r for r in result["rows"] if r["model"] not in RUNNERS]:
         change = ", ".join(f"{k} = {json.dumps(v)}" for k, v in r["changes"].items()) or "–"
+        if r.get("kept_float") is not None:
+            change += f"; kept float: {', '.join(r['kept_float']) or 'none'}"
         gate = {True: "yes", False: "**no**", None: "–"}[r.get("passes_shipped_gates")]
         status = r["status"] if not r.get("error") else f"{r['status']}: {r['error'][:80]}"
         lines.append(f"| {r['model']} | {r['target']} | {r['recipe']} | {change} | {status} | {gate} "
