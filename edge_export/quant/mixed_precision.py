@@ -83,16 +83,16 @@ def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.nd
     verify results of the first passing candidate (or of the last one tried), with the choice,
     the attempts and the per-layer sensitivities recorded in ``parity["layers"]``.
 
-    The recipe as it is (nothing kept) is tried first: the simulation rounds weights to
+    The recipe as it is (nothing kept) is tried first, and a model that passes so pays for
+    nothing else. Otherwise the per-layer sensitivities are measured. The simulation rounds weights to
     nearest, while the scheme may round better (GPTQ, bias correction), so the simulation
     alone overestimates what must stay float (EfficientNet-Lite0: 14 dB simulated, 24 dB
     real). Its measured quality then calibrates the simulation: the estimate is the fewest
     layers whose simulated gain closes the gap between the measured quality and the gate."""
     from edge_export.quant.sensitivity import estimate_keep, quality
 
-    sim, record = measure(program, recipe, ctx, inputs, reference)
-    order = list(record["snr_db_alone"])
-    n = record["samples"]
+    order: list[str] = []  # the layers, most sensitive first (measured only when needed)
+    record: dict[str, Any] = {}
     attempts: list[dict[str, Any]] = []
     lowered = 0
 
@@ -121,6 +121,9 @@ def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.nd
     last = 0
     simulated: list[dict[str, float]] = []
     k0 = 0
+    if not passed:
+        sim, record = measure(program, recipe, ctx, inputs, reference)
+        order, n = list(record["snr_db_alone"]), record["samples"]
     if not passed and order:
         snr_goal, cos_goal = calibrated_goals(recipe.parity.snr_db, recipe.parity.cosine, measured,
                                               quality(reference[:n], [sim.outputs(s, order) for s in inputs[:n]]))
