@@ -71,12 +71,13 @@ def test_coreml_int8_static_keeps_a_requantizing_flatten(tmp_path):
     from edge_export.exporters.coreml.schemes import pt2e_coreml
 
     from edge_export.build.exporter import BuildContext
+    from edge_export.quant.mechanisms import with_keep_float
     from edge_export.quant.recipe import builtin_recipes
 
     torch.manual_seed(0)
     model = PoolFlattenClassifier().eval()
     samples = [(torch.randn(1, 3, 8, 8),) for _ in range(16)]
-    recipe = builtin_recipes("ios")["int8-static"]
+    recipe = with_keep_float(builtin_recipes("ios")["int8-static"], [])  # the scheme takes a concrete set
     context = BuildContext(calibration=samples, reload_module=lambda: model, example_inputs=samples[0],
                            input_names=["x"], output_names=["logits"])
     prepared = pt2e_coreml(torch.export.export(model, samples[0]), recipe, context)

@@ -43,9 +43,10 @@ def net_and_samples():
 
 def quantized(model, samples, scheme):
     from edge_export.build.exporter import BuildContext
+    from edge_export.quant.mechanisms import with_keep_float
     from edge_export.quant.recipe import builtin_recipes
 
-    recipe = builtin_recipes("android")["int8-static"]
+    recipe = with_keep_float(builtin_recipes("android")["int8-static"], [])  # the scheme takes a concrete set
     context = BuildContext(calibration=samples[:16], reload_module=lambda: model, example_inputs=samples[0],
                            input_names=["x"], output_names=["logits"])
     return scheme(torch.export.export(model, samples[0]), recipe, context), recipe

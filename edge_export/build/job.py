@@ -183,13 +183,10 @@ def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifa
     kinds = {"kinds": list(job.model.output_kinds) or None,
              "real_inputs": job.parity_inputs_from == "validation-data"}
 
-    def reference_passes(prepared: Any) -> tuple[bool, dict[str, float]]:
+    def reference_parity(prepared: Any) -> dict[str, Any]:
         actual = [torch_outputs(prepared.reference, s) for s in inputs]
-        result = gate(list(job.model.output_names), reference, actual, job.recipe.parity,
-                      "pytorch", "pytorch-float", **kinds)
-        worst = min(result.outputs.values(), key=lambda m: m["snr_db"])
-        return result.status == "passed", {"snr_db": round(worst["snr_db"], 2),
-                                           "cosine": round(worst["cosine"], 6)}
+        return gate(list(job.model.output_names), reference, actual, job.recipe.parity,
+                    "pytorch", "pytorch-float", **kinds).to_json()
 
     def lower_and_verify(prepared: Any, recipe: Recipe):
         stage("lower")
@@ -205,7 +202,7 @@ def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifa
     static = job.recipe.param("activations") == "static"  # pick qparams per row at run time)
     return build_auto(program, job.recipe, ctx, inputs, reference,
                       lambda recipe: _prepare(exporter, program, recipe, ctx, job.model.inputs),
-                      reference_passes if static else None, lower_and_verify)
+                      reference_parity if static else None, lower_and_verify)
 
 
 def _close_timings(timings: dict[str, float]) -> None:

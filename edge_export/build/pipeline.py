@@ -121,10 +121,12 @@ def resolve_recipes(targets: list[str], requested: tuple[str, ...]) -> list[tupl
 
 def override_keep_float(plan: list[tuple[str, Recipe]],
                         value: str | None) -> list[tuple[str, Recipe]]:
-    """``--keep-float auto``: every recipe whose scheme honours keep_float gets it (its own
-    keep_float replaced; a different sha256, so the cache keeps both); others are unchanged."""
+    """``--keep-float auto|none``: every recipe whose scheme honours keep_float gets it (its own
+    keep_float replaced, ``none`` by an empty list; a different sha256, so the cache keeps
+    both); others are unchanged."""
     if value is None:
         return plan
+    keep: str | list[str] = [] if value == "none" else value
     import hashlib
 
     from edge_export.build.exporter import get_exporter
@@ -132,7 +134,7 @@ def override_keep_float(plan: list[tuple[str, Recipe]],
     out = []
     for target, recipe in plan:
         if get_exporter(target).schemes.honours_keep_float(recipe.scheme):
-            recipe = replace(recipe, params={**recipe.params, "keep_float": value},
+            recipe = replace(recipe, params={**recipe.params, "keep_float": keep},
                              sha256=hashlib.sha256(f"{recipe.sha256}|keep_float={value}".encode())
                              .hexdigest())
         out.append((target, recipe))

@@ -150,11 +150,12 @@ def cli() -> None:
               help="Calibration samples: .npz, .pt, or a folder of images.")
 @click.option("--calibration-samples", type=click.IntRange(1, 100_000),
               help="Use the first N calibration samples (default: the recipe's).")
-@click.option("--keep-float", type=click.Choice(["auto"]), default=None,
+@click.option("--keep-float", type=click.Choice(["auto", "none"]), default=None,
               help="Layers kept float, overriding the recipes' keep_float: auto keeps the fewest "
-                   "most-sensitive layers that meet each recipe's parity gate (recipes whose "
-                   "scheme honours keep_float: int8-static, android int8-dynamic/8da4w, tflite "
-                   "weight/dynamic recipes).")
+                   "most-sensitive layers that meet each recipe's goal (its parity gate when it "
+                   "has none; int8-static ships with auto), none quantizes every layer (recipes "
+                   "whose scheme honours keep_float: int8-static, android int8-dynamic/8da4w, "
+                   "tflite weight/dynamic recipes).")
 @click.option("--eval-data", type=click.Path(path_type=Path), metavar="FILE.npz",
               help="Inputs plus 'labels': report accuracy of float vs each artifact.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), metavar="POINTS",

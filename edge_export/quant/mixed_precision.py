@@ -76,77 +76,81 @@ def candidates(k0: int, total: int) -> list[int]:
 def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.ndarray, ...]],
                reference: list[list[np.ndarray]],
                quantize: Callable[[Any], Any],
-               reference_passes: Callable[[Any], tuple[bool, dict[str, float]]] | None,
+               reference_parity: Callable[[Any], dict[str, Any]] | None,
                lower_and_verify: Callable[[Any, Any], tuple[dict[str, Any], Any, Any]],
                ) -> tuple[dict[str, Any], Any, Any]:
-    """Quantize → (reference check) → lower → verify with growing keep-float sets; returns the
-    verify results of the first passing candidate (or of the last one tried), with the choice,
-    the attempts and the per-layer sensitivities recorded in ``parity["layers"]``.
+    """Quantize → (reference check) → lower → verify with growing keep-float sets until one
+    meets the recipe's ``[goal]`` (its ``[parity]`` gate when it has none); returns the verify
+    results of that candidate, else of the last lowered one that passed the gate (else of the
+    last one lowered), with the choice, the attempts and the per-layer sensitivities recorded
+    in ``parity["layers"]``.
 
-    The recipe as it is (nothing kept) is tried first, and a model that passes so pays for
-    nothing else. Otherwise the per-layer sensitivities are measured. The simulation rounds weights to
-    nearest, while the scheme may round better (GPTQ, bias correction), so the simulation
-    alone overestimates what must stay float (EfficientNet-Lite0: 14 dB simulated, 24 dB
-    real). Its measured quality then calibrates the simulation: the estimate is the fewest
-    layers whose simulated gain closes the gap between the measured quality and the gate."""
+    The recipe as it is (nothing kept) is tried first, and a model that meets the goal so
+    pays for nothing else. Otherwise the per-layer sensitivities are measured. The
+    simulation rounds weights to nearest, while the scheme may round better (GPTQ, bias
+    correction), so the simulation alone overestimates what must stay float
+    (EfficientNet-Lite0: 14 dB simulated, 24 dB real). Its measured quality then calibrates
+    the simulation: the estimate is the fewest layers whose simulated gain closes the gap
+    between the measured quality and the goal."""
     from edge_export.quant.sensitivity import estimate_keep, quality
+    from edge_export.verify.parity import meets
 
+    goal = recipe.goal or recipe.parity
     order: list[str] = []  # the layers, most sensitive first (measured only when needed)
     record: dict[str, Any] = {}
     attempts: list[dict[str, Any]] = []
-    lowered = 0
+    lowered: list[tuple[int, Any]] = []  # (k, verify results) of every lowered candidate
 
-    def attempt(k: int, lower: bool = False) -> tuple[bool, dict[str, float], Any]:
-        """Keep the k worst layers float; lowered only if its PyTorch reference passes (or
-        ``lower``, or no reference models the artifact, or every layer is kept)."""
-        nonlocal lowered
+    def attempt(k: int) -> tuple[bool, dict[str, float]]:
+        """Keep the k worst layers float; lowered unless its PyTorch reference (where one models
+        the artifact) already misses the goal. Every layer kept float is always lowered."""
         concrete = with_keep_float(recipe, order[:k])
         prepared = quantize(concrete)
-        if not lower and reference_passes and getattr(prepared, "reference", None) is not None \
-                and k < len(order):
-            ok, metrics = reference_passes(prepared)
-            attempts.append({"kept": k, "checked_on": "pytorch-quantized reference", **metrics, "passed": ok})
+        if reference_parity and getattr(prepared, "reference", None) is not None and (k < len(order) or not k):
+            checked = reference_parity(prepared)
+            metrics = _worst_metrics(checked)
+            ok = meets(checked, goal)
+            attempts.append({"kept": k, "checked_on": "pytorch-quantized reference", **metrics, "goal_met": ok})
             if not ok:
-                return False, metrics, None
+                return False, metrics
         result = lower_and_verify(prepared, concrete)
-        lowered += 1
+        lowered.append((k, result))
         parity = result[0]
         metrics = _worst_metrics(parity)
+        ok = parity["status"] != "failed" and meets(parity, goal)
         attempts.append({"kept": k, "checked_on": parity.get("runtime", "artifact"), **metrics,
-                         "passed": parity["status"] == "passed"})
-        return parity["status"] != "failed", metrics, result
+                         "passed": parity["status"] != "failed", "goal_met": ok})
+        return ok, metrics
 
-    passed, measured, result = attempt(0)
-    keep: list[str] = []  # the set whose artifact ``result`` is
-    last = 0
+    met, measured = attempt(0)
     simulated: list[dict[str, float]] = []
     k0 = 0
-    if not passed:
+    if not met:
         sim, record = measure(program, recipe, ctx, inputs, reference)
         order, n = list(record["snr_db_alone"]), record["samples"]
-    if not passed and order:
-        snr_goal, cos_goal = calibrated_goals(recipe.parity.snr_db, recipe.parity.cosine, measured,
-                                              quality(reference[:n], [sim.outputs(s, order) for s in inputs[:n]]))
-        k0, simulated = estimate_keep(sim, inputs[:n], reference[:n], order, snr_goal, cos_goal)
-        for k in candidates(max(k0, 1), len(order)):
-            if lowered >= MAX_ARTIFACTS:
-                break
-            last = k
-            passed, _metrics, tried = attempt(k)
-            if tried is not None:
-                result, keep = tried, order[:k]
-            if passed:
-                break
-    if result is None:  # every candidate was refused by its reference: gate the last one's artifact
-        passed, _metrics, result = attempt(last, lower=True)
-        keep = order[:last]
+        if order:
+            snr_goal, cos_goal = calibrated_goals(goal.snr_db, goal.cosine, measured,
+                                                  quality(reference[:n], [sim.outputs(s, order) for s in inputs[:n]]))
+            k0, simulated = estimate_keep(sim, inputs[:n], reference[:n], order, snr_goal, cos_goal)
+            for k in candidates(max(k0, 1), len(order)):
+                if len(lowered) >= MAX_ARTIFACTS:
+                    break
+                met, _metrics = attempt(k)
+                if met:
+                    break
+    if not lowered:  # the reference missed the goal and the model has no layer to keep float
+        concrete = with_keep_float(recipe, [])
+        lowered.append((0, lower_and_verify(quantize(concrete), concrete)))
+    passing = [(k, r) for k, r in lowered if r[0]["status"] != "failed"]
+    kept, result = lowered[-1] if met or not passing else passing[-1]
     parity = result[0]
-    record["keep_float"] = {"mode": AUTO, "chosen": list(keep), "of_layers": len(order),
+    record["keep_float"] = {"mode": AUTO, "chosen": order[:kept], "of_layers": len(order) or None,
+                            "goal": goal.to_json(), "goal_met": met,
                             "simulated_estimate": k0, "simulated": simulated, "attempts": attempts}
     parity["layers"] = record
     if parity["status"] == "failed":
         note = worst_layer_note(record)
-        parity["reason"] = (f"{parity['reason']}; keep_float auto kept {len(keep)} of {len(order)} "
+        parity["reason"] = (f"{parity['reason']}; keep_float auto kept {kept} of {len(order)} "
                             f"layers float" + (f"; {note}" if note else ""))
     return result
 
@@ -173,6 +177,7 @@ def _worst_metrics(parity: dict[str, Any]) -> dict[str, float]:
     outputs = parity.get("outputs") or {}
     if not outputs:
         return {}
-    snr = min(m.get("snr_db", 0.0) for m in outputs.values())
-    cos = min(m.get("cosine", 0.0) for m in outputs.values())
-    return {"snr_db": round(snr, 2), "cosine": round(cos, 6)}
+    worst = {"snr_db": round(min(m.get("snr_db", 0.0) for m in outputs.values()), 2),
+             "cosine": round(min(m.get("cosine", 0.0) for m in outputs.values()), 6)}
+    top1 = [m["top1_agreement"] for m in outputs.values() if "top1_agreement" in m]
+    return {**worst, "top1_agreement": round(min(top1), 4)} if top1 else worst

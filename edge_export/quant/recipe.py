@@ -46,6 +46,8 @@ class Recipe:
     calibration_samples: int = 64
     parity: Thresholds = Thresholds(**FP32_GATE)
     fidelity: Thresholds | None = None
+    # What keep_float = "auto" aims for; [parity] still refuses below its own thresholds.
+    goal: Thresholds | None = None
     max_accuracy_drop: float | None = None
     minimum_deployment: str | None = None
 
@@ -63,6 +65,7 @@ class Recipe:
                                 "samples": self.calibration_samples},
                 "parity": self.parity.to_json(),
                 "fidelity": self.fidelity.to_json() if self.fidelity else None,
+                "goal": self.goal.to_json() if self.goal else None,
                 "max_accuracy_drop": self.max_accuracy_drop,
                 "minimum_deployment": self.minimum_deployment}
 
@@ -89,6 +92,7 @@ def parse_recipe(text: str, origin: str, validate: bool = True) -> Recipe:
         calibration_samples=calib.get("samples", 64),
         parity=Thresholds(**data.get("parity", FP32_GATE)),
         fidelity=Thresholds(**data["fidelity"]) if "fidelity" in data else None,
+        goal=Thresholds(**data["goal"]) if "goal" in data else None,
         max_accuracy_drop=data.get("accuracy", {}).get("max_drop", default_drop),
         minimum_deployment=data.get("deployment", {}).get("minimum"),
     )

@@ -82,6 +82,26 @@ def top1_policy(kinds: list[str], samples: int, real_inputs: bool) -> tuple[bool
     return True, f"gated on class outputs over {samples} real samples"
 
 
+def threshold_violations(outputs: dict[str, dict[str, Any]], thresholds: Thresholds,
+                         gate_top1: bool) -> list[tuple[str, str, float, float]]:
+    """(output, metric, value, limit) for every metric on the wrong side of its threshold."""
+    violations = []
+    for name, m in outputs.items():
+        for key, limit in thresholds.to_json().items():
+            if key not in m or (key == "top1_agreement" and not gate_top1):
+                continue
+            if m[key] > limit if key == "max_abs" else m[key] < limit:
+                violations.append((name, key, m[key], limit))
+    return violations
+
+
+def meets(parity: dict[str, Any], thresholds: Thresholds) -> bool:
+    """Would a gated result (``ParityResult.to_json()``) also pass ``thresholds``? Top-1 counts
+    only where the gate counted it (real inputs, enough samples)."""
+    gated_top1 = parity.get("top1_gate", "").startswith("gated")
+    return not threshold_violations(parity.get("outputs") or {}, thresholds, gated_top1)
+
+
 def gate(names: list[str], reference: list[list[np.ndarray]], actual: list[list[np.ndarray]],
          thresholds: Thresholds, runtime: str, reference_name: str,
          kinds: list[str] | None = None, real_inputs: bool = True) -> ParityResult:
@@ -94,14 +114,7 @@ def gate(names: list[str], reference: list[list[np.ndarray]], actual: list[list[
     for i, name in enumerate(names):
         outputs[name] = {**output_metrics([s[i] for s in reference], [s[i] for s in actual], kinds[i]),
                          "kind": kinds[i]}
-    violations = []
-    for name, m in outputs.items():
-        for key, limit in thresholds.to_json().items():
-            if key not in m or (key == "top1_agreement" and not gate_top1):
-                continue
-            bad = m[key] > limit if key == "max_abs" else m[key] < limit
-            if bad:
-                violations.append((name, key, m[key], limit))
+    violations = threshold_violations(outputs, thresholds, gate_top1)
     result = ParityResult("passed", runtime, reference=reference_name, outputs=outputs,
                           thresholds=thresholds.to_json(), top1=top1_note)
     if violations:
