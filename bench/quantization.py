@@ -381,10 +381,11 @@ def main() -> None:
         result["conclusions"] = old.get("conclusions", "")
         result.update({key: old[key] for key in NOTES.values() if key in old})
         result["conclusions_from_run"] = old.get("conclusions_from_run", old["machine"]["date_utc"])
-        # A partial run (--models/--targets) replaces only its own cells; the others stay, dated.
-        ran = {(r["model"], r["target"]) for r in result["rows"]}
+        # A partial run (--models/--targets/--no-variants) replaces only its own rows; the others
+        # (variants not re-run included) stay, dated.
+        ran = {(r["model"], r["target"], r["recipe"]) for r in result["rows"]}
         kept = [{**r, "run_date": r.get("run_date", old["machine"]["date_utc"])} for r in old["rows"]
-                if (r["model"], r["target"]) not in ran]
+                if (r["model"], r["target"], r["recipe"]) not in ran]
         result["rows"] = kept + result["rows"]
         result["tools"] = {**old.get("tools", {}), **result["tools"]}
     previous.write_text(json.dumps(result, indent=2) + "\n")
