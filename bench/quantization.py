@@ -186,7 +186,7 @@ def measure(package: dict[str, Any]) -> dict[str, Any]:
 MINILM_SENTENCES = {"calibration": 64, "parity": 32}
 MINILM_RECIPES = {"android": ["int8-dynamic", "8da4w"], "ios": ["int8-weight", "int4-weight", "fp16"],
                   "tflite": ["int8-dynamic", "int8-weight", "int4-weight", "8da4w"]}
-MINILM_AUTO = {"android": ["int8-dynamic", "8da4w"], "tflite": ["int4-weight", "8da4w"]}
+MINILM_AUTO = {"android": ["int8-dynamic", "8da4w"], "ios": ["int4-weight"], "tflite": ["int4-weight", "8da4w"]}
 MINILM_GOAL = {8: 0.995, 4: 0.98}  # cosine of the embedding vs float, by weight bits
 
 

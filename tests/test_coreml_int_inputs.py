@@ -82,3 +82,39 @@ def test_weight_recipes_compress_layer_weights_not_added_constants(tmp_path):
     users = [u.op_type for op in program.functions["main"].operations if op.op_type.startswith("constexpr")
              for o in op.outputs for u in o.child_ops]
     assert users == ["linear"]
+
+
+class TwoLayers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_weight_recipes_leave_keep_float_layers_float(tmp_path):
+    """ios weight recipes honour keep_float (so keep_float = "auto" can drive them): the kept
+    Linear's weight stays a float constant, the other one is compressed."""
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    from edge_export.quant.mechanisms import with_keep_float
+    from edge_export.quant.recipe import builtin_recipes
+    from exporters.coreml import SCHEMES, CoreMLExporter
+    from exporters.coreml.schemes import coremltools
+
+    ct = coremltools()
+    x = torch.randn(1, 64)
+    recipe = with_keep_float(builtin_recipes("ios")["int4-weight"], ["head"])
+    assert SCHEMES.honours_keep_float(recipe.scheme)
+    prepared = SCHEMES[recipe.scheme](torch.export.export(TwoLayers().eval(), (x,)), recipe, None)
+    prepared.example_inputs, prepared.input_names, prepared.output_names = (x,), ("x",), ("y",)
+    CoreMLExporter().lower(prepared, recipe, tmp_path / "m.mlpackage")
+    model = ct.models.MLModel(str(tmp_path / "m.mlpackage"), skip_model_load=True)
+    spec = model.get_spec()
+    program = milproto_load(spec, spec.specificationVersion, file_weights_dir=model.weights_dir)
+    compressed = [op.outputs[0].child_ops[0].name for op in program.functions["main"].operations
+                  if op.op_type.startswith("constexpr")]
+    linears = [op.name for op in program.functions["main"].operations if op.op_type == "linear"]
+    assert len(linears) == 2 and compressed == [linears[0]], (compressed, linears)

@@ -80,9 +80,12 @@ def float_compute(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(program)
 
 
-@SCHEMES.register("linear-weights")
+@SCHEMES.register("linear-weights", keep_float=True)
 def linear_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
-    """int8 per-channel or int4 per-block weights (dequantized on load by Core ML)."""
+    """int8 per-channel or int4 per-block weights (dequantized on load by Core ML); the
+    weights of ``keep_float`` modules stay float."""
+    kept = keep_float_modules(recipe.param("keep_float", []), program.module())
+
     def compress(mlmodel: Any) -> Any:
         cto = coremltools().optimize.coreml
         granularity = recipe.param("granularity", "per-channel").replace("-", "_")
@@ -92,9 +95,21 @@ def linear_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
             dtype=f"int{recipe.param('bits', 8)}", granularity=granularity,
             weight_threshold=0, **options)
         return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(
-            global_config=config, op_type_configs=dict.fromkeys(ELEMENTWISE_OPS)))
+            global_config=config, op_type_configs=dict.fromkeys(ELEMENTWISE_OPS),
+            op_name_configs=dict.fromkeys(kept_weight_names(mlmodel, kept))))
 
     return Prepared(program, post_convert=compress)
+
+
+def kept_weight_names(mlmodel: Any, modules: list[str]) -> list[str]:
+    """The MIL constants holding the parameters of ``modules`` (and of their children).
+    coremltools names a torch.export parameter ``p_<path with dots as underscores>_<name>``
+    (``_to_fp16`` appended when cast), e.g. ``p_encoder_layer_5_attention_self_value_weight``."""
+    if not modules:
+        return []
+    prefixes = tuple(f"p_{module.replace('.', '_')}_" for module in modules)
+    names = coremltools().optimize.coreml.get_weights_metadata(mlmodel, weight_threshold=0)
+    return [name for name in names if name.startswith(prefixes)]
 
 
 # Constants that feed elementwise ops are not layer weights: a transformer's position and
