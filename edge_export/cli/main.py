@@ -155,7 +155,7 @@ def cli() -> None:
                    "most-sensitive layers that meet each recipe's goal (its parity gate when it "
                    "has none; int8-static ships with auto), none quantizes every layer (recipes "
                    "whose scheme honours keep_float: int8-static, android int8-dynamic/8da4w, "
-                   "tflite weight/dynamic recipes).")
+                   "tflite weight/dynamic recipes, ios int8/int4-weight).")
 @click.option("--eval-data", type=click.Path(path_type=Path), metavar="FILE.npz",
               help="Inputs plus 'labels': report accuracy of float vs each artifact.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), metavar="POINTS",
