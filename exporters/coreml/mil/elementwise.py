@@ -121,7 +121,8 @@ def _elu(a: Args, step: Step) -> np.ndarray:
 
 @kernel("clip", "clamp to [alpha, beta]")
 def _clip(a: Args, step: Step) -> np.ndarray:
-    return np.minimum(np.maximum(a["x"], a["alpha"]), a["beta"])
+    y = np.maximum(a["x"], a["alpha"])
+    return np.minimum(y, a["beta"], out=y) if y.shape == np.shape(a["x"]) else np.minimum(y, a["beta"])
 
 
 @kernel("threshold", "max(x, alpha)")
