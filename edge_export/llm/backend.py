@@ -71,7 +71,10 @@ class LLMBackend(abc.ABC):
 
     @abc.abstractmethod
     def export(self, model: Any, spec: ExportSpec, recipe: LLMRecipe, dest: Path) -> None:
-        """Write the artifact for the (already quantized) eager ``model`` to ``dest``."""
+        """Write the artifact for the (already quantized) eager ``model`` to ``dest``.
+
+        A quantized ``model`` is the build's own and its references have run (``build.py``):
+        the exporter may ``release_weights`` it once its toolchain holds what it needs."""
 
     @abc.abstractmethod
     def open_session(self, artifact: Path) -> Session:
@@ -80,6 +83,12 @@ class LLMBackend(abc.ABC):
     @abc.abstractmethod
     def tool_versions(self) -> dict[str, str]:
         ...
+
+
+def release_weights(model: Any) -> None:
+    """Free a consumed model's parameters and buffers in place (moved to the ``meta`` device:
+    shapes stay, storage goes), while the build still holds a reference to the module."""
+    model.to("meta")
 
 
 @cache
