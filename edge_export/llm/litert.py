@@ -98,7 +98,7 @@ class LiteRTLLM(LLMBackend):
             return
         float_model = dest.with_name(dest.name + ".float")  # written by the converter, never held as bytes
         converted.export(str(float_model))
-        del converted, converter, wrapper, samples
+        del converted, converter, wrapper, samples  # the MLIR module's constants are views of the weights
         release_weights(model)  # the build's own model, its references run: AEQ reads the file alone
         dest.write_bytes(_aeq_quantize(float_model, recipe))
         float_model.unlink()
