@@ -115,7 +115,8 @@ def render(report: dict[str, Any]) -> str:
             "prompt). ios runs on the MIL reference executor on Linux (numpy, op by op): a correctness tool, "
             "not Core ML's speed. `export load` / `load` are the 1-minute load averages (2 cores) when the "
             "export process ended / when the speed runs ended."
-            + (f" The tiny_lm rows are from an earlier run ({report['small_rows_from']})."
+            + (f" The tiny_lm rows (and any 1.1 B target this run did not build) are from earlier runs "
+               f"({report['small_rows_from']})."
                if report.get("small_rows_from") else "") + "\n\n")
     lines = ["| model | target | recipe | status | bytes | × fp32 | perplexity | export s | peak RSS MB | "
              "export load | prefill ms | prefill tok/s | decode tok/s | load |",
@@ -168,9 +169,10 @@ def main() -> int:
             print(f"  {results[-len(targets):]}", file=sys.stderr, flush=True)
     if args.large_packages:
         results += existing(args.large_packages, args.runs)
-    if args.large_only and (ROOT / "bench" / "llm.json").exists():  # keep the small rows of the last full run
+    if args.large_only and (ROOT / "bench" / "llm.json").exists():  # keep the rows this run did not measure
         previous = json.loads((ROOT / "bench" / "llm.json").read_text())
-        results = [r for r in previous["rows"] if r["model"] != LARGE.stem] + results
+        measured = {(r["model"], r["target"]) for r in results}
+        results = [r for r in previous["rows"] if (r["model"], r["target"]) not in measured] + results
         small_from = previous.get("small_rows_from", f"{previous['date_utc']}, best of {previous['runs']}")
     else:
         small_from = None

@@ -166,6 +166,45 @@ def test_pytorch_reference_quantizes_like_coremltools(bits: int, group: int) -> 
     assert len(np.unique(got[0, :32])) <= 2 ** bits - 1
 
 
+def test_weights_enter_the_conversion_quantized(tmp_path: Path) -> None:
+    """The quantized model converts straight to ``constexpr_blockwise_shift_scale`` (no fp32
+    weight constant) holding the int4 codes and scales coremltools' own quantizer computes,
+    and the executor's lazy dequantization equals coremltools' ``decompress``."""
+    import coremltools as ct
+    import torch
+    from coremltools.converters.mil.mil.ops.defs.iOS18.compression import constexpr_blockwise_shift_scale
+    from coremltools.optimize.coreml._quantization_passes import linear_quantize_weights
+    from edge_export.exporters.coreml import mil
+    from edge_export.exporters.coreml.mil.quantization import Blockwise
+
+    from edge_export.llm.coreml.quantize import coreml_fake_quantize
+    from edge_export.llm.recipe import load_recipe
+
+    layer = torch.nn.Linear(96, 48, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(48, 96, generator=torch.Generator().manual_seed(1)))
+    want = linear_quantize_weights.blockwise_compress(layer.weight.detach().numpy().copy(), nbits=4,
+                                                      mode="LINEAR_SYMMETRIC", signed=True, block_sizes=[1, 32])
+    model = torch.nn.Sequential(layer).eval()
+    coreml_fake_quantize(model, load_recipe("4bit").for_target("ios"))
+    program = torch.export.export(model, (torch.randn(2, 96),)).run_decompositions({})
+    mlmodel = ct.convert(program, inputs=[ct.TensorType(name="x", shape=(2, 96))], convert_to="mlprogram",
+                         minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT32,
+                         skip_model_load=True)
+    mlmodel.save(str(tmp_path / "m.mlpackage"))
+    loaded = mil.load(tmp_path / "m.mlpackage")
+    assert "constexpr_blockwise_shift_scale" in loaded.op_types
+    (weight,) = [v for v in loaded._consts.values() if isinstance(v, Blockwise)]
+    assert not [v for v in loaded._consts.values() if getattr(v, "size", 0) >= 48 * 96]  # no float copy
+    np.testing.assert_array_equal(weight.data, want.data)
+    np.testing.assert_array_equal(weight.scale, want.scale)
+    np.testing.assert_array_equal(weight.materialise(), constexpr_blockwise_shift_scale.decompress(
+        weight.data, weight.scale, None))
+    x = np.random.default_rng(0).standard_normal((2, 96)).astype(np.float32)
+    np.testing.assert_allclose(loaded.run({"x": x})[next(iter(loaded.output_names))],
+                               model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_recipes_map_to_weight_only_on_ios() -> None:
     from edge_export.llm.backend import get_backend
     from edge_export.llm.recipe import load_recipe

@@ -4,7 +4,11 @@ generation, and publish — or keep the failed package under ``OUT/.failed/``.
 Memory: at most one copy of the model's weights is alive at any time. The float model
 computes the references, then is handed to the first build; a quantized build consumes
 it (every backend quantizes in place), so the next build loads a fresh float copy only
-after the previous one, its quantized model and its export intermediates are freed."""
+after the previous one, its quantized model and its export intermediates are freed.
+A quantized build holds the only reference to its model and runs the same-quantization
+reference before the export, so the weights are freed as soon as the export is written:
+the artifact's gates run beside its runtime alone (the ios gates on the MIL reference
+executor used to hold the 4 GB of a 1.1 B model's torch weights beside the artifact's)."""
 
 from __future__ import annotations
 
@@ -82,8 +86,10 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
             recipe = generic.for_target(backend.target)  # the [targets.<target>] overrides applied
             # each backend quantizes in place with its own scheme: a quantized build consumes
             # the float model, and the next build loads a fresh one after this one is freed
-            model = float_model if float_model is not None else load_lm(opts.model).model
-            float_model = None if recipe.quantized else model
+            # a quantized build is handed the only reference (a one-item list it empties),
+            # so it can free the weights before the artifact's gates load the artifact
+            model = [float_model if float_model is not None else load_lm(opts.model).model]
+            float_model = None if recipe.quantized else model[0]
             log(f"{backend.target}-{recipe.name}: quantizing, exporting and verifying ...")
             result = _build_one(lm, model, backend, recipe, spec, refs, tokenizer, opts, source)
             del model
@@ -107,7 +113,7 @@ def _references(lm: LoadedLM, tokenizer: Any, spec: ExportSpec, steps: int, para
     return References(prompts, greedy, windows, ev.teacher_forced(eager, windows), large)
 
 
-def _build_one(lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
+def _build_one(lm: LoadedLM, model: list[Any], backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
                refs: References, tokenizer: Any, opts: LLMOptions, source: dict[str, Any]) -> dict[str, Any]:
     root = staging_root(opts.out)
     try:
@@ -117,37 +123,47 @@ def _build_one(lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe,
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _build_in(staged: Path, lm: LoadedLM, model: Any, backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
+def _build_in(staged: Path, lm: LoadedLM, owned: list[Any], backend: LLMBackend, recipe: LLMRecipe, spec: ExportSpec,
               refs: References, tokenizer: Any, opts: LLMOptions, source: dict[str, Any]) -> dict[str, Any]:
     name = opts.name or lm.name
     staged.mkdir()
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    model = owned.pop()
     try:
         model = backend.quantize(model, recipe)
-        reference = ev.EagerSession(model, spec.max_seq_len, spec.max_context, cached=refs.large)
+        timings["export_s"] = time.perf_counter() - started
+        t0 = time.perf_counter()
+        if recipe.exact:
+            reference_logits = None
+            reference_greedy = [(t[:recipe.greedy_steps], lg[:recipe.greedy_steps]) for t, lg in refs.greedy]
+        else:  # the same-quantization reference, run before the export so the weights can go after it
+            reference = ev.EagerSession(model, spec.max_seq_len, spec.max_context, cached=refs.large)
+            reference_logits = ev.teacher_forced(reference, refs.windows)
+            reference_greedy = [ev.greedy(reference, p, recipe.greedy_steps) for p in refs.prompts]
+            del reference
+        timings["verify_s"] = time.perf_counter() - t0
+        started = time.perf_counter()
         backend.export(model, spec, recipe, staged / backend.artifact_name)
-        gc.collect()  # the export's intermediates, before the runtime loads the artifact
+        del model  # the last reference to a quantized model: its weights are freed here
+        gc.collect()  # and the export's intermediates, before the runtime loads the artifact
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the toolchain's failure, as one line
         raise ToolchainError(f"{backend.target} export of {recipe.name} failed: {summarize_exception(exc)}") from exc
-    timings["export_s"] = time.perf_counter() - started
+    timings["export_s"] += time.perf_counter() - started
     session = backend.open_session(staged / backend.artifact_name)
     report = ev.GateReport()
     t0 = time.perf_counter()
     artifact_greedy = [ev.greedy(session, p, recipe.greedy_steps) for p in refs.prompts]
     artifact_logits = ev.teacher_forced(session, refs.windows)
-    if not recipe.exact:
-        ev.quantized_gates(report, recipe, refs.windows, refs.float_logits,
-                           ev.teacher_forced(reference, refs.windows), artifact_logits)
-        reference_greedy = [ev.greedy(reference, p, recipe.greedy_steps) for p in refs.prompts]
+    if reference_logits is not None:
+        ev.quantized_gates(report, recipe, refs.windows, refs.float_logits, reference_logits, artifact_logits)
     else:
-        reference_greedy = [(t[:recipe.greedy_steps], lg[:recipe.greedy_steps]) for t, lg in refs.greedy]
         ev.greedy_gate(report, recipe, reference_greedy, artifact_greedy)
         report.metrics["perplexity"] = {"float": ev.perplexity(refs.float_logits, refs.windows),
                                         "artifact": ev.perplexity(artifact_logits, refs.windows)}
-    timings["verify_s"] = time.perf_counter() - t0
+    timings["verify_s"] += time.perf_counter() - t0
     timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     status = "passed" if report.passed else "failed"
     parity = {"status": status, "runtime": backend.runtime_name, "metrics": report.metrics,

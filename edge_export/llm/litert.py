@@ -16,10 +16,11 @@ cache with litert-torch's ``dynamic_update_slice`` op and attends over the whole
 with a causal mask built from ``input_pos``.
 
 Quantization is ai-edge-quantizer's dynamic-range recipes on the converted flatbuffer
-(``dynamic_wi8_afp32``, ``dynamic_wi4b32_afp32``). The same-quantization PyTorch reference
-is the float model with every quantized weight snapped to the integer grid AEQ uses
-(symmetric, per output channel for int8, per block of 32 with bf16-rounded scales for
-int4), so the exported weights and the reference's are the same numbers; the artifact
+(``dynamic_wi8_afp32``, ``dynamic_wi4b32_afp32``), read from the float ``.tflite`` the converter
+writes to a file (never a Python bytes copy), after the build's PyTorch weights are released.
+The same-quantization PyTorch reference is the float model with every quantized weight
+snapped to the integer grid AEQ uses (symmetric, per output channel for int8, per block of 32
+with bf16-rounded scales for int4), so the exported weights and the reference's are the same numbers; the artifact
 additionally quantizes activations to int8 on the fly, which the top-1 gate measures.
 """
 
@@ -36,7 +37,7 @@ import numpy as np
 from edge_export.build.exporter import package_version
 from edge_export.errors import UsageError
 from edge_export.llm.attention import routed_attention
-from edge_export.llm.backend import ExportSpec, LLMBackend
+from edge_export.llm.backend import ExportSpec, LLMBackend, release_weights
 from edge_export.llm.recipe import LLMRecipe
 
 ATTENTION = "edge_export_litert_sdpa"
@@ -90,10 +91,17 @@ class LiteRTLLM(LLMBackend):
             converter = litert_torch.Converter()
             for name, kwargs in samples.items():
                 converter.signature(name, wrapper, sample_kwargs=kwargs)
-            content = bytes(converter.convert().model_content())  # bytearray is refused downstream
-        if recipe.quantized:
-            content = _aeq_quantize(content, recipe)
-        dest.write_bytes(content)
+            # lightweight: the MLIR constants are resources over the PyTorch weights, not copies
+            converted = converter.convert(lightweight_conversion=True)
+        if not recipe.quantized:
+            converted.export(str(dest))
+            return
+        float_model = dest.with_name(dest.name + ".float")  # written by the converter, never held as bytes
+        converted.export(str(float_model))
+        del converted, converter, wrapper, samples  # the MLIR module's constants are views of the weights
+        release_weights(model)  # the build's own model, its references run: AEQ reads the file alone
+        dest.write_bytes(_aeq_quantize(float_model, recipe))
+        float_model.unlink()
 
     def open_session(self, artifact: Path) -> LiteRTSession:
         return LiteRTSession(artifact)
@@ -133,14 +141,14 @@ def _untie_embedding(model: Any) -> None:
         embedding.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
 
 
-def _aeq_quantize(content: bytes, recipe: LLMRecipe) -> bytes:
+def _aeq_quantize(float_model: Path, recipe: LLMRecipe) -> bytearray:
     from ai_edge_quantizer import quantizer
     from ai_edge_quantizer import recipe as aeq_recipes
 
     configs = list(getattr(aeq_recipes, AEQ_RECIPES[_aeq_key(recipe)])())
     if not recipe.quantize_embeddings:  # later entries override earlier ones for their ops
         configs += [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in EMBEDDING_OPS]
-    return bytes(quantizer.Quantizer(content, configs).quantize(enable_progress_report=False).quantized_model)
+    return quantizer.Quantizer(float_model, configs).quantize(enable_progress_report=False).quantized_model
 
 
 def cache_io(model: Any, max_context: int) -> Any:

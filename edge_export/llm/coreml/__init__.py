@@ -67,7 +67,7 @@ class CoreMLSession:
         else:
             from edge_export.exporters.coreml import mil
 
-            programs = {name: mil.load(artifact, function=name) for name in ("prefill", "decode")}
+            programs = mil.load_functions(artifact, ("prefill", "decode"))
             missing = sorted({op for p in programs.values() for op in p.unsupported_ops()})
             if missing:
                 raise RuntimeError(f"the MIL reference executor lacks op(s) {', '.join(missing)}")

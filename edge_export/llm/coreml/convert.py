@@ -3,7 +3,8 @@
 Each function is the same ``StatefulLM`` exported at a fixed token count (``prefill``:
 ``max_seq_len`` tokens, shorter chunks padded; ``decode``: 1 token), converted with the
 K/V caches as fp16 ``ct.StateType`` states (Core ML 9 refuses any other state dtype:
-"State only support fp16 dtype"), weight-quantized as the recipe says, and merged with
+"State only support fp16 dtype"), weight-quantized while converting (the quantized model
+carries its scales as compression info, ``quantize.COMPRESSION``), and merged with
 ``ct.utils.save_multifunction``, which stores the weights the two functions share once.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.llm.backend import ExportSpec
+from edge_export.llm.backend import ExportSpec, release_weights
 from edge_export.llm.recipe import LLMRecipe
 
 FUNCTIONS = ("prefill", "decode")
@@ -36,7 +37,6 @@ def convert_function(model: Any, tokens: int, spec: ExportSpec, recipe: LLMRecip
     from edge_export.exporters.coreml import drop_volatile_metadata
     from edge_export.exporters.coreml.decompositions import decompose_for_coreml
     from edge_export.exporters.coreml.schemes import conversion_pipeline, coremltools
-    from edge_export.llm.coreml.quantize import optimization_config
     from edge_export.llm.coreml.wrapper import StatefulLM, cache_names
 
     ct = coremltools()
@@ -54,8 +54,6 @@ def convert_function(model: Any, tokens: int, spec: ExportSpec, recipe: LLMRecip
         compute_precision=ct.precision.FLOAT16 if recipe.compute == "float16" else ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.iOS18, skip_model_load=True, pass_pipeline=conversion_pipeline())
     del program
-    if recipe.quantized:
-        mlmodel = ct.optimize.coreml.linear_quantize_weights(mlmodel, optimization_config(recipe, mlmodel))
     drop_volatile_metadata(mlmodel)
     return mlmodel
 
@@ -74,6 +72,8 @@ def export_multifunction(model: Any, spec: ExportSpec, recipe: LLMRecipe, dest: 
             mlmodel.save(str(path))
             del mlmodel
             descriptor.add_function(str(path), src_function_name="main", target_function_name=name)
+        if recipe.quantized:  # the build's own model, fully converted: 4 GB less for a 1.1 B merge
+            release_weights(model)
         descriptor.default_function_name = DEFAULT_FUNCTION
         ct.utils.save_multifunction(descriptor, str(dest))
     finally:

@@ -26,7 +26,7 @@ Stateful programs (iOS18 ``read_state`` / ``coreml_update_state``, e.g. a KV cac
 Layout, one module per op family:
 
 - ``registry``: the ``kernel`` decorator, the kernel table and shared argument helpers
-- ``program``: loading (``load``) and the executor (``Program``)
+- ``program``: loading (``load``, ``load_functions``) and the executor (``Program``)
 - ``elementwise``: unary/binary math, activations, softmax, select, reductions
 - ``linalg``: linear, matmul, einsum, scaled dot-product attention
 - ``conv``: convolution, transposed convolution, pooling
@@ -57,8 +57,8 @@ from . import (  # noqa: F401  (importing a family registers its kernels)
     shape,
     state,
 )
-from .program import Program, UnsupportedOps, load
+from .program import Program, UnsupportedOps, load, load_functions
 from .registry import supported_op_table, supported_ops
 from .state import State
 
-__all__ = ["Program", "State", "UnsupportedOps", "load", "supported_op_table", "supported_ops"]
+__all__ = ["Program", "State", "UnsupportedOps", "load", "load_functions", "supported_op_table", "supported_ops"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import warnings
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .quantization import Blockwise
 from .registry import CONSTANT_OPS, KERNELS, Step, supported_ops
 from .state import State, StateSpec, to_compute
 
@@ -121,6 +123,22 @@ def _arg_names(value: Any) -> str | tuple[str, ...]:
     return value.name
 
 
+def _blockwise(op: Any, pool: dict[tuple[Any, ...], np.ndarray]) -> Blockwise | None:
+    """A ``constexpr_blockwise_shift_scale`` over constant inputs, kept compressed; its codes
+    are shared through ``pool`` with every function loaded with it (a multifunction package
+    stores a weight its functions share once, but the loader reads it once per function)."""
+    if op.op_type != "constexpr_blockwise_shift_scale" or op.data.val is None or op.scale.val is None:
+        return None
+    data = np.ascontiguousarray(op.data.val)
+    key = (data.dtype.str, data.shape, hashlib.blake2b(data).digest())
+    offset = None if op.offset is None else op.offset.val
+    return Blockwise(pool.setdefault(key, data), op.scale.val, offset, _np_dtype(op.outputs[0]))
+
+
+def _resolve(value: Any) -> Any:
+    return value.materialise() if isinstance(value, Blockwise) else value
+
+
 class Program:
     """A loaded ML Program function, ready to run on numpy inputs.
 
@@ -128,7 +146,8 @@ class Program:
     the same :class:`State` passed to successive calls carries the values between them.
     """
 
-    def __init__(self, function: Any) -> None:
+    def __init__(self, function: Any, pool: dict[tuple[Any, ...], np.ndarray] | None = None) -> None:
+        self._pool = {} if pool is None else pool
         tensors = {n: v for n, v in function.inputs.items() if not _is_state(v)}
         self._inputs = {name: (_np_dtype(var), var.shape) for name, var in tensors.items()}
         self.input_names: list[str] = list(self._inputs)
@@ -147,10 +166,16 @@ class Program:
         if not self._unsupported:
             for op in function.operations:
                 self._add_op(op)
+            # keep only what the steps read: the inputs of constexpr ops are consts of their own
+            read = {n for step in self._steps for _, v in step.args for n in ((v,) if isinstance(v, str) else v)}
+            self._consts = {k: v for k, v in self._consts.items() if k in read or k in self.output_names}
         fp16 = any(_np_dtype(o) == np.float16 for op in function.operations if not _is_constant(op) for o in op.outputs)
         self.compute_precision: str = "float16" if fp16 else "float32"
 
     def _add_op(self, op: Any) -> None:
+        if (lazy := _blockwise(op, self._pool)) is not None:
+            self._consts[op.outputs[0].name] = lazy
+            return
         if op.op_type in CONSTANT_OPS and op.op_type != "const":
             values = _materialise(op)
         elif _is_constant(op):
@@ -212,7 +237,7 @@ class Program:
 
     @staticmethod
     def _execute(step: Step, env: dict[str, Any]) -> None:
-        a = {k: env[v] if isinstance(v, str) else [env[n] for n in v] for k, v in step.args}
+        a = {k: _resolve(env[v]) if isinstance(v, str) else [_resolve(env[n]) for n in v] for k, v in step.args}
         try:
             out = step.kernel(a, step)
         except Exception as exc:
@@ -226,6 +251,11 @@ def load(mlpackage_path: str | os.PathLike, function: str = "main") -> Program:
     """Parse a saved ML Program (.mlpackage) once, for repeated :meth:`Program.run`.
 
     ``function`` picks one function of a multifunction package (e.g. prefill / decode)."""
+    return load_functions(mlpackage_path, (function,))[function]
+
+
+def load_functions(mlpackage_path: str | os.PathLike, functions: Sequence[str]) -> dict[str, Program]:
+    """Several functions of one package, parsed once and sharing their compressed weights."""
     ct = coremltools()
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
 
@@ -238,7 +268,9 @@ def load(mlpackage_path: str | os.PathLike, function: str = "main") -> Program:
     weights_dir = model.weights_dir or os.path.join(path, "Data", "com.apple.CoreML", "weights")
     with quiet():
         program = milproto_load(spec, spec.specificationVersion, file_weights_dir=weights_dir)
-    if function not in program.functions:
-        raise ValueError(f"{path}: no function {function!r} in the ML Program "
+    missing = [f for f in functions if f not in program.functions]
+    if missing:
+        raise ValueError(f"{path}: no function {missing[0]!r} in the ML Program "
                          f"(has {', '.join(sorted(program.functions))})")
-    return Program(program.functions[function])
+    pool: dict[tuple[Any, ...], np.ndarray] = {}
+    return {name: Program(program.functions[name], pool) for name in functions}

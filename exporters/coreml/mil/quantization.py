@@ -1,11 +1,14 @@
 """Activation quantize / dequantize (iOS17) and the constexpr weight ops, which are
-materialised once at load time by coremltools' own decompression."""
+materialised once at load time by coremltools' own decompression, except
+``constexpr_blockwise_shift_scale`` (iOS18 per-block int4/int8), which stays compressed
+(``Blockwise``) and is dequantized by each op that reads it."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .registry import Args, Step, constant_op, int_of, kernel, per_channel, str_of
+from .state import to_compute
 
 
 def _qparams(a: Args, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +37,36 @@ def _dequantize(a: Args, step: Step) -> np.ndarray:
     return (x - zp) * scale
 
 
-for _op in ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_cast",
+class Blockwise:
+    """A ``constexpr_blockwise_shift_scale`` weight kept as its int codes, dequantized by each
+    op that reads it (``Program`` resolves it per op) and freed after that op.
+
+    Materialising every weight at load would hold fp32 copies of them all: 4 GB for a 1 B
+    parameter LLM, per function, where the codes take 1 byte per weight (numpy has no int4).
+    The arithmetic is coremltools' ``constexpr_blockwise_shift_scale.decompress``:
+    ``scale * (data - offset)`` in the scale's dtype, each scale over its block, written as a
+    broadcast over interleaved block axes instead of ``np.repeat`` copies."""
+
+    def __init__(self, data: np.ndarray, scale: np.ndarray, offset: np.ndarray | None, dtype: np.dtype | None) -> None:
+        self.data, self.scale, self.offset, self.dtype = data, scale, offset, dtype
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in (self.data, self.scale, self.offset) if v is not None)
+
+    def materialise(self) -> np.ndarray:
+        blocked, per_block = [], []
+        for size, blocks in zip(self.data.shape, self.scale.shape):
+            blocked += [blocks, size // blocks]
+            per_block += [blocks, 1]
+        x = self.data.astype(self.scale.dtype).reshape(blocked)
+        if self.offset is not None:
+            x = x - self.offset.reshape(per_block)
+        return to_compute((x * self.scale.reshape(per_block)).reshape(self.data.shape), self.dtype)
+
+
+for _op in ("constexpr_affine_dequantize", "constexpr_cast",
             "constexpr_lut_to_dense", "constexpr_lut_to_sparse", "constexpr_sparse_blockwise_shift_scale",
             "constexpr_sparse_to_dense"):
     constant_op(_op, "weights materialised at load (coremltools decompress)")
+constant_op("constexpr_blockwise_shift_scale", "weights kept as int codes, dequantized per op that reads them")
