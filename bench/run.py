@@ -135,14 +135,14 @@ def artifacts(run: dict) -> list[dict]:
 
 
 def bench_model(name: str, spec: str, runs: int, work: Path) -> dict:
-    ours, serial, direct = [], [], []
+    ours, parallel, direct = [], [], []
     for i in range(runs):  # alternate, so load changes hit all alike
         out = work / f"{name}-ours-{i}"
         ours.append(measure([*EDGE_EXPORT, "--model", spec, "--target", "all", "--out", str(out),
                              "--no-cache", "--json"]))
-        # --jobs 1: every job in the main process, one torch in memory (the low-memory mode)
-        serial.append(measure([*EDGE_EXPORT, "--model", spec, "--target", "all", "--out",
-                               str(work / f"{name}-serial-{i}"), "--no-cache", "--json", "--jobs", "1"]))
+        # --jobs 2: two worker processes, each with its own torch and toolchain
+        parallel.append(measure([*EDGE_EXPORT, "--model", spec, "--target", "all", "--out",
+                                 str(work / f"{name}-parallel-{i}"), "--no-cache", "--json", "--jobs", "2"]))
         direct.append(measure([sys.executable, "bench/direct.py", spec, str(work / f"{name}-d-{i}")]))
     cache = work / f"{name}-cache"
     measure([*EDGE_EXPORT, "--model", spec, "--target", "all", "--out", str(work / f"{name}-c"),
@@ -161,8 +161,8 @@ def bench_model(name: str, spec: str, runs: int, work: Path) -> dict:
               "edge_export": {"wall_s": median(ours, "wall_s"), "peak_rss_mb": median(ours, "peak_rss_mb"),
                               "peak_pss_mb": median(ours, "peak_pss_mb"),
                               "all_wall_s": [round(r["wall_s"], 2) for r in ours]},
-              "jobs_1": {"wall_s": median(serial, "wall_s"), "peak_rss_mb": median(serial, "peak_rss_mb"),
-                         "all_wall_s": [round(r["wall_s"], 2) for r in serial]},
+              "jobs_2": {"wall_s": median(parallel, "wall_s"), "peak_rss_mb": median(parallel, "peak_rss_mb"),
+                         "all_wall_s": [round(r["wall_s"], 2) for r in parallel]},
               "direct": {"wall_s": median(direct, "wall_s"), "peak_rss_mb": median(direct, "peak_rss_mb"),
                          "peak_pss_mb": median(direct, "peak_pss_mb"),
                          "all_wall_s": [round(r["wall_s"], 2) for r in direct]},
@@ -173,14 +173,14 @@ def bench_model(name: str, spec: str, runs: int, work: Path) -> dict:
                                 "all_cached": all(all_cached(r) for r in again),
                                 "all_wall_s": [round(r["wall_s"], 2) for r in again]},
               "load": {"cold": [r["load"] for r in ours], "direct": [r["load"] for r in direct],
-                       "jobs_1": [r["load"] for r in serial],
+                       "jobs_2": [r["load"] for r in parallel],
                        "warm": [r["load"] for r in warm], "warm_same_out": [r["load"] for r in again]},
               "latency": latency(ours[0], spec),
               "artifacts": artifacts(ours[0])}
     result["export_ratio"] = round(result["edge_export"]["wall_s"] / result["direct"]["wall_s"], 3)
     result["rss_ratio"] = round(result["edge_export"]["peak_rss_mb"] / result["direct"]["peak_rss_mb"], 3)
-    result["jobs_1_export_ratio"] = round(result["jobs_1"]["wall_s"] / result["direct"]["wall_s"], 3)
-    result["jobs_1_rss_ratio"] = round(result["jobs_1"]["peak_rss_mb"] / result["direct"]["peak_rss_mb"], 3)
+    result["jobs_2_export_ratio"] = round(result["jobs_2"]["wall_s"] / result["direct"]["wall_s"], 3)
+    result["jobs_2_rss_ratio"] = round(result["jobs_2"]["peak_rss_mb"] / result["direct"]["peak_rss_mb"], 3)
     if result["direct"]["peak_pss_mb"]:
         result["pss_ratio"] = round(result["edge_export"]["peak_pss_mb"] / result["direct"]["peak_pss_mb"], 3)
     mil = [r for r in result["latency"]["results"] if r.get("runtime") == "mil-reference"]
@@ -245,15 +245,15 @@ def markdown(results: dict) -> str:
                             f"{r['pss_ratio']:.2f}× ({ours['peak_pss_mb']:.0f} / {direct['peak_pss_mb']:.0f} MB)",
                             f"≤ {GOALS['rss_ratio']}×", _met(r["pss_ratio"], GOALS["rss_ratio"]),
                             f"{max(load['cold'] + load['direct'])}"))
-        if "jobs_1" in r:  # the low-memory mode: every job in the main process
-            serial, at = r["jobs_1"], f"{max(load['jobs_1'] + load['direct'])}"
+        if "jobs_2" in r:  # two worker processes (the default is one process)
+            parallel, at = r["jobs_2"], f"{max(load['jobs_2'] + load['direct'])}"
             rows[2:2] = [
-                ("cold `--target all --jobs 1` / direct script", f"{r['jobs_1_export_ratio']:.2f}× "
-                 f"({serial['wall_s']:.1f} s / {direct['wall_s']:.1f} s)", f"≤ {GOALS['export_ratio']}×",
-                 _met(r["jobs_1_export_ratio"], GOALS["export_ratio"]), at),
-                ("peak RSS `--jobs 1` / direct script", f"{r['jobs_1_rss_ratio']:.2f}× "
-                 f"({serial['peak_rss_mb']:.0f} / {direct['peak_rss_mb']:.0f} MB)", f"≤ {GOALS['rss_ratio']}×",
-                 _met(r["jobs_1_rss_ratio"], GOALS["rss_ratio"]), at)]
+                ("cold `--target all --jobs 2` / direct script", f"{r['jobs_2_export_ratio']:.2f}× "
+                 f"({parallel['wall_s']:.1f} s / {direct['wall_s']:.1f} s)", f"≤ {GOALS['export_ratio']}×",
+                 _met(r["jobs_2_export_ratio"], GOALS["export_ratio"]), at),
+                ("summed peak RSS `--jobs 2` / direct script", f"{r['jobs_2_rss_ratio']:.2f}× "
+                 f"({parallel['peak_rss_mb']:.0f} / {direct['peak_rss_mb']:.0f} MB)", f"≤ {GOALS['rss_ratio']}×",
+                 _met(r["jobs_2_rss_ratio"], GOALS["rss_ratio"]), at)]
         if "warm_same_out" in r:
             same = r["warm_same_out"]
             rows.insert(-1, ("warm re-run (wall), same `--out`",

@@ -160,8 +160,10 @@ def cli() -> None:
               help="Inputs plus 'labels': report accuracy of float vs each artifact.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), metavar="POINTS",
               help="Accuracy gate (default: the recipe's, 1.0 for 8-bit, 3.0 for 4-bit).")
-@click.option("--jobs", type=click.IntRange(1, 64), default=os.cpu_count() or 1,
-              show_default="number of cores", help="Targets built in parallel worker processes.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Targets built in parallel worker processes (N > 1). One process is the default: "
+                   "each worker imports torch and its toolchain again, which doubled peak memory and, "
+                   "on 2 cores, saved at most 8% of the time (bench/RESULTS.md).")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Threads every runtime (ExecuTorch/XNNPACK, LiteRT, the MIL reference's "
                    "BLAS, torch) may use while latency is measured; recorded with it.")
