@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .registry import Args, Step, add_bias, bool_of, int_of, ints, kernel, per_channel, str_of
+from .registry import Args, Step, add_bias, bool_of, int_of, ints, kernel, str_of
 
 
 def _spatial_pads(
@@ -107,11 +107,7 @@ def _conv(a: Args, step: Step) -> np.ndarray:
     pads = _spatial_pads(str_of(a, "pad_type", "valid"), a.get("pad"), x.shape[2:], eff, strides)
     xp = np.pad(x, [(0, 0), (0, 0), *pads]) if any(map(any, pads)) else x  # pad copies
     y = _conv_core(xp, w, strides, dilations, int_of(a, "groups", 1))
-    bias = a.get("bias")
-    if bias is not None and y.flags.writeable and np.result_type(y, bias) == y.dtype:
-        y += per_channel(bias, y.ndim)  # y is this op's own array: add in place, no copy
-        return y
-    return add_bias(y, bias)
+    return add_bias(y, a.get("bias"), owned=True)
 
 
 @kernel("conv_transpose", "1-3D, groups, strides, dilations, custom/valid/same pad")

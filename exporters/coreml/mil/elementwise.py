@@ -121,8 +121,10 @@ def _elu(a: Args, step: Step) -> np.ndarray:
 
 @kernel("clip", "clamp to [alpha, beta]")
 def _clip(a: Args, step: Step) -> np.ndarray:
-    y = np.maximum(a["x"], a["alpha"])
-    return np.minimum(y, a["beta"], out=y) if y.shape == np.shape(a["x"]) else np.minimum(y, a["beta"])
+    y = np.maximum(a["x"], a["alpha"])  # a fresh array: the min is written into it
+    fits = (np.broadcast_shapes(y.shape, np.shape(a["beta"])) == y.shape
+            and np.result_type(y, a["beta"]) == y.dtype)
+    return np.minimum(y, a["beta"], out=y) if fits else np.minimum(y, a["beta"])
 
 
 @kernel("threshold", "max(x, alpha)")

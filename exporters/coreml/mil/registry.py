@@ -110,5 +110,13 @@ def per_channel(v: np.ndarray, ndim: int, axis: int = 1) -> np.ndarray:
     return v.reshape(shape)
 
 
-def add_bias(y: np.ndarray, bias: Any) -> np.ndarray:
-    return y if bias is None else y + per_channel(bias, y.ndim)
+def add_bias(y: np.ndarray, bias: Any, owned: bool = False) -> np.ndarray:
+    """``y`` plus a per-channel ``bias``; ``owned``: ``y`` is the calling op's own fresh array,
+    so the bias is added in place (no copy) when that keeps ``y``'s dtype."""
+    if bias is None:
+        return y
+    b = per_channel(bias, y.ndim)
+    if owned and y.flags.writeable and np.result_type(y, b) == y.dtype:
+        y += b
+        return y
+    return y + b
