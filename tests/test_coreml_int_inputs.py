@@ -61,26 +61,31 @@ class PositionAdd(nn.Module):
         return self.fc(x) + self.position
 
 
+def lowered_operations(module: nn.Module, x: torch.Tensor, recipe, tmp_path) -> list:
+    """The MIL operations of ``module`` lowered by ``recipe``'s ios scheme, read back from disk."""
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    from exporters.coreml import SCHEMES, CoreMLExporter
+    from exporters.coreml.schemes import coremltools
+
+    prepared = SCHEMES[recipe.scheme](torch.export.export(module.eval(), (x,)), recipe, None)
+    prepared.example_inputs, prepared.input_names, prepared.output_names = (x,), ("x",), ("y",)
+    CoreMLExporter().lower(prepared, recipe, tmp_path / "m.mlpackage")
+    model = coremltools().models.MLModel(str(tmp_path / "m.mlpackage"), skip_model_load=True)
+    spec = model.get_spec()
+    program = milproto_load(spec, spec.specificationVersion, file_weights_dir=model.weights_dir)
+    return list(program.functions["main"].operations)
+
+
 def test_weight_recipes_compress_layer_weights_not_added_constants(tmp_path):
     """int4-weight compresses the linear's weight (per block) and leaves the added constant
     float: coremltools would give it one per-tensor int4 scale."""
     from edge_export.quant.recipe import builtin_recipes
-    from exporters.coreml import SCHEMES, CoreMLExporter
-    from exporters.coreml.schemes import coremltools
 
-    ct = coremltools()
-    x = torch.randn(1, 32, 128)
-    recipe = builtin_recipes("ios")["int4-weight"]
-    prepared = SCHEMES[recipe.scheme](torch.export.export(PositionAdd().eval(), (x,)), recipe, None)
-    prepared.example_inputs, prepared.input_names, prepared.output_names = (x,), ("x",), ("y",)
-    CoreMLExporter().lower(prepared, recipe, tmp_path / "m.mlpackage")
-    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
-
-    model = ct.models.MLModel(str(tmp_path / "m.mlpackage"), skip_model_load=True)
-    spec = model.get_spec()
-    program = milproto_load(spec, spec.specificationVersion, file_weights_dir=model.weights_dir)
-    users = [u.op_type for op in program.functions["main"].operations if op.op_type.startswith("constexpr")
-             for o in op.outputs for u in o.child_ops]
+    operations = lowered_operations(PositionAdd(), torch.randn(1, 32, 128), builtin_recipes("ios")["int4-weight"],
+                                    tmp_path)
+    users = [u.op_type for op in operations if op.op_type.startswith("constexpr") for o in op.outputs
+             for u in o.child_ops]
     assert users == ["linear"]
 
 
@@ -97,24 +102,13 @@ class TwoLayers(nn.Module):
 def test_weight_recipes_leave_keep_float_layers_float(tmp_path):
     """ios weight recipes honour keep_float (so keep_float = "auto" can drive them): the kept
     Linear's weight stays a float constant, the other one is compressed."""
-    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
-
     from edge_export.quant.mechanisms import with_keep_float
     from edge_export.quant.recipe import builtin_recipes
-    from exporters.coreml import SCHEMES, CoreMLExporter
-    from exporters.coreml.schemes import coremltools
+    from exporters.coreml import SCHEMES
 
-    ct = coremltools()
-    x = torch.randn(1, 64)
     recipe = with_keep_float(builtin_recipes("ios")["int4-weight"], ["head"])
     assert SCHEMES.honours_keep_float(recipe.scheme)
-    prepared = SCHEMES[recipe.scheme](torch.export.export(TwoLayers().eval(), (x,)), recipe, None)
-    prepared.example_inputs, prepared.input_names, prepared.output_names = (x,), ("x",), ("y",)
-    CoreMLExporter().lower(prepared, recipe, tmp_path / "m.mlpackage")
-    model = ct.models.MLModel(str(tmp_path / "m.mlpackage"), skip_model_load=True)
-    spec = model.get_spec()
-    program = milproto_load(spec, spec.specificationVersion, file_weights_dir=model.weights_dir)
-    compressed = [op.outputs[0].child_ops[0].name for op in program.functions["main"].operations
-                  if op.op_type.startswith("constexpr")]
-    linears = [op.name for op in program.functions["main"].operations if op.op_type == "linear"]
+    operations = lowered_operations(TwoLayers(), torch.randn(1, 64), recipe, tmp_path)
+    compressed = [op.outputs[0].child_ops[0].name for op in operations if op.op_type.startswith("constexpr")]
+    linears = [op.name for op in operations if op.op_type == "linear"]
     assert len(linears) == 2 and compressed == [linears[0]], (compressed, linears)

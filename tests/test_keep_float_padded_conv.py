@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.test_quantization_relu6 import pte_outputs, snr_db
+
 
 class StaticSamePaddingConv(nn.Conv2d):
     """A conv whose padding is an explicit ``ZeroPad2d`` inside the same module."""
@@ -36,14 +38,8 @@ def first(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def snr_db(expected: np.ndarray, got: np.ndarray) -> float:
-    noise = ((got.reshape(expected.shape) - expected) ** 2).sum()
-    return float(10 * np.log10((expected ** 2).sum() / max(noise, 1e-30)))
-
-
 @pytest.mark.slow
 def test_kept_float_conv_after_a_quantized_pad_input_lowers(tmp_path):
-    from edge_export.exporters.executorch import ExecuTorchExporter
     from edge_export.exporters.executorch.schemes import pt2e_xnnpack
 
     from edge_export.build.exporter import BuildContext
@@ -61,14 +57,10 @@ def test_kept_float_conv_after_a_quantized_pad_input_lowers(tmp_path):
     kept = [n for n in convs if "dequantize" not in str(n.args[1].target)]
     assert len(kept) == 1, "exactly the padded conv keeps float weights"
 
-    prepared.example_inputs, prepared.input_names, prepared.output_names = samples[0], ("x",), ("logits",)
-    exporter = ExecuTorchExporter()
-    exporter.lower(prepared, recipe, tmp_path / "model.pte")
-    _runtime, run = exporter.load_runtime(tmp_path / "model.pte")
     held_out = samples[12:]
+    got = pte_outputs(prepared, recipe, samples[0], held_out, tmp_path)
     with torch.no_grad():
         reference = np.concatenate([first(prepared.reference(x)).numpy() for (x,) in held_out])
         expected = np.concatenate([model(x).numpy() for (x,) in held_out])
-    got = np.concatenate([run([x.numpy()])[0] for (x,) in held_out])
     assert snr_db(reference, got) > 35.0, "the .pte computes what the quantized reference computes"
     assert snr_db(expected, got) > 25.0

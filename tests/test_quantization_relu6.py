@@ -69,17 +69,23 @@ def test_conv_relu6_is_one_quantized_op(net_and_samples):
 def test_android_int8_static_relu6_net_is_near_float(net_and_samples, tmp_path):
     """The lowered .pte against the float model: 35.9 dB with the fused annotation, 30.0 dB when
     each conv output is observed before its clamp (ExecuTorch 1.5's XNNPACKQuantizer as is)."""
-    from edge_export.exporters.executorch import ExecuTorchExporter
     from edge_export.exporters.executorch.schemes import pt2e_xnnpack
 
     model, samples = net_and_samples
     prepared, recipe = quantized(model, samples, pt2e_xnnpack)
-    prepared.example_inputs, prepared.input_names, prepared.output_names = samples[0], ("x",), ("logits",)
+    held_out = samples[16:]
+    got = pte_outputs(prepared, recipe, samples[0], held_out, tmp_path)
+    with torch.no_grad():
+        expected = np.concatenate([model(x).numpy() for (x,) in held_out])
+    assert snr_db(expected, got) > 33.0
+
+
+def pte_outputs(prepared, recipe, example, samples, tmp_path) -> np.ndarray:
+    """Lower ``prepared`` (one input ``x``, one output) to a .pte and run ``samples`` on ExecuTorch."""
+    from edge_export.exporters.executorch import ExecuTorchExporter
+
+    prepared.example_inputs, prepared.input_names, prepared.output_names = example, ("x",), ("logits",)
     exporter = ExecuTorchExporter()
     exporter.lower(prepared, recipe, tmp_path / "model.pte")
     _runtime, run = exporter.load_runtime(tmp_path / "model.pte")
-    held_out = samples[16:]
-    with torch.no_grad():
-        expected = np.concatenate([model(x).numpy() for (x,) in held_out])
-    got = np.concatenate([run([x.numpy()])[0] for (x,) in held_out])
-    assert snr_db(expected, got) > 33.0
+    return np.concatenate([run([x.numpy()])[0] for (x,) in samples])
