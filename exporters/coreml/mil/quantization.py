@@ -50,10 +50,6 @@ class Blockwise:
     def __init__(self, data: np.ndarray, scale: np.ndarray, offset: np.ndarray | None, dtype: np.dtype | None) -> None:
         self.data, self.scale, self.offset, self.dtype = data, scale, offset, dtype
 
-    @property
-    def nbytes(self) -> int:
-        return sum(v.nbytes for v in (self.data, self.scale, self.offset) if v is not None)
-
     def materialise(self) -> np.ndarray:
         blocked, per_block = [], []
         for size, blocks in zip(self.data.shape, self.scale.shape):
