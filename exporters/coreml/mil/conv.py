@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .registry import Args, Step, add_bias, bool_of, int_of, ints, kernel, str_of
 
@@ -32,15 +32,34 @@ def _spatial_pads(
     raise ValueError(f"unknown pad_type {pad_type!r}")
 
 
-def _windows(xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]) -> np.ndarray:
-    """View (N, C, *out, *kernel) of the strided, dilated windows of padded ``xp``."""
-    rank = len(kernel)
-    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + rank)))
-    index = (slice(None), slice(None))
-    index += tuple(slice(None, None, s) for s in strides)
-    index += tuple(slice(None, None, d) for d in dilations)
-    return win[index]
+def _pad(x: np.ndarray, pads: Sequence[tuple[int, int]], fill: float = 0.0) -> np.ndarray:
+    """``x`` with (before, after) ``pads`` on its spatial dims. ``np.pad`` would cost ~15 us of
+    Python per call, as much as a whole small convolution."""
+    if not any(b or e for b, e in pads):
+        return x
+    sizes = x.shape[2:]
+    xp = np.full((*x.shape[:2], *(i + b + e for i, (b, e) in zip(sizes, pads))), fill, dtype=x.dtype)
+    xp[(slice(None), slice(None), *(slice(b, b + i) for i, (b, _) in zip(sizes, pads)))] = x
+    return xp
+
+
+def _out_sizes(in_sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+               dilations: Sequence[int]) -> tuple[int, ...]:
+    return tuple((i - (k - 1) * d - 1) // s + 1 for i, k, s, d in zip(in_sizes, kernel, strides, dilations))
+
+
+@functools.lru_cache(maxsize=1024)
+def _taps(
+    kernel: tuple[int, ...], strides: tuple[int, ...], dilations: tuple[int, ...], out: tuple[int, ...]
+) -> tuple[tuple[tuple[int, ...], tuple[slice, ...]], ...]:
+    """Each kernel tap and the (N, C, *out) slice of the padded input it multiplies (cached:
+    a model's convolutions repeat a handful of geometries). Copying the taps' strided slices
+    costs a few microseconds each, where a ``sliding_window_view`` costs more than that to
+    build before any data moves."""
+    return tuple(
+        (tap, (slice(None), slice(None),
+               *(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in zip(tap, dilations, strides, out))))
+        for tap in np.ndindex(*kernel))
 
 
 def _conv_core(
@@ -51,36 +70,29 @@ def _conv_core(
     groups: int,
 ) -> np.ndarray:
     """Grouped convolution of already padded input as one batched matmul (im2col)."""
-    rank = w.ndim - 2
     kernel = w.shape[2:]
+    n, c = xp.shape[:2]
     if groups == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides):
         # pointwise: already a matmul over channels, no windows to gather
-        n, c = xp.shape[:2]
         y = np.matmul(w.reshape(w.shape[0], c), xp.reshape(n, c, -1))
         return y.reshape(n, w.shape[0], *xp.shape[2:])
-    win = _windows(xp, kernel, strides, dilations)
-    n, c = xp.shape[:2]
-    out = win.shape[2 : 2 + rank]
+    out = _out_sizes(xp.shape[2:], kernel, strides, dilations)
     c_out = w.shape[0]
     cg, og = c // groups, c_out // groups
-    if cg == 1 and og == 1:  # depthwise: C tiny matmuls cost more than one pass per kernel tap
-        if rank == 2 and math.prod(out) <= CHANNELS_LAST_MAX_PIXELS and all(d == 1 for d in dilations):
-            return _depthwise_channels_last(xp, w, strides, out)
-        y = np.zeros((n, c, *out), dtype=np.result_type(xp, w))
-        for tap in np.ndindex(*kernel):
-            y += win[(Ellipsis, *tap)] * w[(slice(None), 0, *tap)].reshape(c, *[1] * rank)
-        return y
-    win = win.reshape(n, groups, cg, *out, *kernel)
-    perm = (0, 1, *range(3, 3 + rank), 2, *range(3 + rank, 3 + 2 * rank))
-    cols = win.transpose(perm).reshape(n, groups, math.prod(out), cg * math.prod(kernel))
-    wm = w.reshape(groups, og, cg * math.prod(kernel)).transpose(0, 2, 1)
-    y = np.matmul(cols, wm)  # (N, G, P, Og)
-    return y.transpose(0, 1, 3, 2).reshape(n, c_out, *out)
+    if (cg == 1 and og == 1 and len(kernel) == 2 and math.prod(out) <= CHANNELS_LAST_MAX_PIXELS
+            and all(d == 1 for d in dilations)):
+        return _depthwise_channels_last(xp, w, strides, out)
+    cols = np.empty((n, c, *kernel, *out), dtype=xp.dtype)
+    for tap, window in _taps(kernel, tuple(strides), tuple(dilations), out):
+        cols[(slice(None), slice(None), *tap)] = xp[window]
+    taps_per_group = cg * math.prod(kernel)
+    y = np.matmul(w.reshape(groups, og, taps_per_group), cols.reshape(n, groups, taps_per_group, math.prod(out)))
+    return y.reshape(n, c_out, *out)
 
 
 # Depthwise taps over small feature maps run channels-last: each tap is then one multiply
-# over contiguous channels instead of C short rows (EfficientNet-Lite0's 14x14 and 7x7
-# blocks: 2-4x faster per conv; over larger maps NCHW rows are long enough and win).
+# over contiguous channels instead of C short rows (EfficientNet-Lite0's 28x28 to 7x7
+# blocks: 1.3-2.5x faster per conv than the im2col matmul, which wins over larger maps).
 CHANNELS_LAST_MAX_PIXELS = 1024
 
 
@@ -105,7 +117,7 @@ def _conv(a: Args, step: Step) -> np.ndarray:
     dilations = ints(a.get("dilations"), [1] * rank)
     eff = [(k - 1) * d + 1 for k, d in zip(w.shape[2:], dilations)]
     pads = _spatial_pads(str_of(a, "pad_type", "valid"), a.get("pad"), x.shape[2:], eff, strides)
-    xp = np.pad(x, [(0, 0), (0, 0), *pads]) if any(map(any, pads)) else x  # pad copies
+    xp = _pad(x, pads)
     y = _conv_core(xp, w, strides, dilations, int_of(a, "groups", 1))
     return add_bias(y, a.get("bias"), owned=True)
 
@@ -124,7 +136,7 @@ def _conv_transpose(a: Args, step: Step) -> np.ndarray:
     up = np.zeros((n, c_in, *[(d - 1) * s + 1 for d, s in zip(x.shape[2:], strides)]), x.dtype)
     up[(slice(None), slice(None), *[slice(None, None, s) for s in strides])] = x
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    xp = np.pad(up, [(0, 0), (0, 0), *[(e - 1, e - 1) for e in eff]])
+    xp = _pad(up, [(e - 1, e - 1) for e in eff])
     wc = w.reshape(groups, c_in // groups, c_out // groups, *kernel).swapaxes(1, 2)
     wc = np.flip(wc.reshape(c_out, c_in // groups, *kernel), axis=tuple(range(2, 2 + rank)))
     full = _conv_core(xp, wc, [1] * rank, dilations, groups)
@@ -174,34 +186,39 @@ def _pool_geometry(
     return kernel, strides, pads, out
 
 
-def _pool_windows(a: Args, step: Step, x: np.ndarray, fill: float) -> tuple[np.ndarray, Any]:
+def _pool_taps(a: Args, step: Step, x: np.ndarray, fill: float) -> tuple[list[np.ndarray], Any]:
+    """The (N, C, *out) slices of the padded input, one per kernel tap, and the geometry."""
     kernel, strides, pads, out = _pool_geometry(a, step, x)
     ext = [(b, max(e, (o - 1) * s + k - i - b)) for i, k, s, (b, e), o in zip(x.shape[2:], kernel, strides, pads, out)]
-    xp = np.pad(x, [(0, 0), (0, 0), *ext], constant_values=fill)
-    win = _windows(xp, kernel, strides, [1] * len(kernel))
-    win = win[(slice(None), slice(None), *[slice(0, o) for o in out])]
-    return win, (kernel, strides, pads, out)
+    xp = _pad(x, ext, fill)
+    windows = _taps(tuple(kernel), tuple(strides), (1,) * len(kernel), tuple(out))
+    return [xp[window] for _, window in windows], (kernel, strides, pads, out)
+
+
+def _fold(taps: Sequence[np.ndarray], ufunc: np.ufunc) -> np.ndarray:
+    acc = np.array(taps[0])
+    for tap in taps[1:]:
+        ufunc(acc, tap, out=acc)
+    return acc
 
 
 @kernel("max_pool", "1-3D, pad types, ceil_mode")
 def _max_pool(a: Args, step: Step) -> np.ndarray:
-    x = a["x"]
-    win, _ = _pool_windows(a, step, x, -np.inf)
-    return win.max(axis=tuple(range(x.ndim, 2 * x.ndim - 2)))
+    taps, _ = _pool_taps(a, step, a["x"], -np.inf)
+    return _fold(taps, np.maximum)
 
 
 @kernel("l2_pool", "1-3D, pad types")
 def _l2_pool(a: Args, step: Step) -> np.ndarray:
-    x = a["x"]
-    win, _ = _pool_windows(a, step, x, 0.0)
-    return np.sqrt(np.sum(win * win, axis=tuple(range(x.ndim, 2 * x.ndim - 2))))
+    taps, _ = _pool_taps(a, step, a["x"], 0.0)
+    return np.sqrt(_fold([t * t for t in taps], np.add))
 
 
 @kernel("avg_pool", "1-3D, pad types, ceil_mode, exclude_padding_from_average")
 def _avg_pool(a: Args, step: Step) -> np.ndarray:
     x = a["x"]
-    win, (kernel, strides, pads, out) = _pool_windows(a, step, x, 0.0)
-    total = win.sum(axis=tuple(range(x.ndim, 2 * x.ndim - 2)))
+    taps, (kernel, strides, pads, out) = _pool_taps(a, step, x, 0.0)
+    total = _fold(taps, np.add)
     exclude = bool_of(a, "exclude_padding_from_average", False)
     counts = np.ones((), np.float32)
     for i, k, s, (b, e), o in zip(x.shape[2:], kernel, strides, pads, out):
