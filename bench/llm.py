@@ -107,6 +107,15 @@ def existing(packages: str, runs: int) -> list[dict[str, Any]]:
     return results
 
 
+def _earlier(report: dict[str, Any]) -> str:
+    """Where the rows this run did not measure come from (each keeps its own ``measured``)."""
+    kept = [r for r in report["rows"] if not r.get("measured", report["date_utc"]).startswith(report["date_utc"])]
+    if not kept:
+        return ""
+    return " Rows this run did not measure are kept from earlier runs: " + "; ".join(
+        f"{r['model']} {r['target']} {r['recipe']}: {r['measured']}" for r in kept) + "."
+
+
 def render(report: dict[str, Any]) -> str:
     head = (f"# LLM benchmark\n\nMachine: {report['machine']}; {report['date_utc']}. Produced by `make bench-llm` "
             f"(`bench/llm.py`): each row is one `edge-export llm` process (peak RSS is that whole process: "
@@ -115,9 +124,7 @@ def render(report: dict[str, Any]) -> str:
             "prompt). ios runs on the MIL reference executor on Linux (numpy, op by op): a correctness tool, "
             "not Core ML's speed. `export load` / `load` are the 1-minute load averages (2 cores) when the "
             "export process ended / when the speed runs ended."
-            + (f" The tiny_lm rows (and any 1.1 B target this run did not build) are from earlier runs "
-               f"({report['small_rows_from']})."
-               if report.get("small_rows_from") else "") + "\n\n")
+            + _earlier(report) + "\n\n")
     lines = ["| model | target | recipe | status | bytes | × fp32 | perplexity | export s | peak RSS MB | "
              "export load | prefill ms | prefill tok/s | decode tok/s | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -169,19 +176,17 @@ def main() -> int:
             print(f"  {results[-len(targets):]}", file=sys.stderr, flush=True)
     if args.large_packages:
         results += existing(args.large_packages, args.runs)
-    if args.large_only and (ROOT / "bench" / "llm.json").exists():  # keep the rows this run did not measure
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for row in results:
+        row["measured"] = f"{date}, best of {args.runs}"
+    if (ROOT / "bench" / "llm.json").exists():  # keep the rows this run did not measure
         previous = json.loads((ROOT / "bench" / "llm.json").read_text())
-        measured = {(r["model"], r["target"]) for r in results}
-        results = [r for r in previous["rows"] if (r["model"], r["target"]) not in measured] + results
-        small_from = previous.get("small_rows_from", f"{previous['date_utc']}, best of {previous['runs']}")
-    else:
-        small_from = None
+        measured = {(r["model"], r["target"], r["recipe"]) for r in results}
+        results = [r for r in previous["rows"] if (r["model"], r["target"], r["recipe"]) not in measured] + results
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"Python {platform.python_version()}",
-              "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs,
-              "large": args.large or args.large_only, "rows": results}
-    if small_from:
-        report["small_rows_from"] = small_from
+              "date_utc": date, "runs": args.runs,
+              "large": any(r["model"] == LARGE.stem for r in results), "rows": results}
     (ROOT / "bench" / "llm.json").write_text(json.dumps(report, indent=2) + "\n")
     (ROOT / "bench" / "LLM.md").write_text(render(report))
     print(render(report))
