@@ -589,6 +589,27 @@ def test_gelu_sigmoid_approximation_and_quantize_ops(conv: Converter, ct: Any) -
     np.testing.assert_allclose(dqc, (np.clip(np.rint(x / s + z), 0, 255) - z) * s, atol=1e-6)
 
 
+def test_value_preserving_ops_skip_rounding_only_when_their_input_is_rounded(conv: Converter) -> None:
+    """reshape/transpose of an fp16 value (and a state's read) are not rounded again (two full copies of
+    a KV cache per op); the cast that makes the fp16 value still rounds."""
+    from coremltools.converters.mil import Builder as mb
+
+    def build(x):
+        half = mb.cast(x=x, dtype="fp16")
+        moved = mb.transpose(x=mb.reshape(x=half, shape=(4, 6)), perm=(1, 0))
+        return mb.cast(x=moved, dtype="fp32")
+
+    program = conv.mil(build, [mb.TensorSpec(shape=(2, 3, 4))])
+    x = (randn(2, 3, 4) * 1000.0 + 0.1).numpy()  # values fp16 cannot hold exactly
+    (got,) = run(program, torch.from_numpy(x))
+    np.testing.assert_array_equal(got, x.astype(np.float16).astype(np.float32).reshape(4, 6).T)
+    assert not np.array_equal(got, x.reshape(4, 6).T)
+    rounded = {step.op_type: step.rounded for step in program._steps}
+    assert rounded["reshape"] and rounded["transpose"]
+    assert not any(step.rounded for step in program._steps if step.op_type == "cast"
+                   and step.out_dtypes[0] == np.float16)
+
+
 class DynamicLength(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple:
         n = x.shape[1]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .quantization import Blockwise
-from .registry import CONSTANT_OPS, KERNELS, Step, supported_ops
+from .registry import CONSTANT_OPS, KERNELS, VALUE_PRESERVING, Step, supported_ops
 from .state import State, StateSpec, to_compute
 
 
@@ -135,6 +135,20 @@ def _blockwise(op: Any, pool: dict[tuple[Any, ...], np.ndarray]) -> Blockwise | 
     return Blockwise(pool.setdefault(key, data), op.scale.val, offset, _np_dtype(op.outputs[0]))
 
 
+def _preserves_values(op: Any, out_dtypes: tuple[np.dtype | None, ...]) -> bool:
+    """``op`` only moves values, and its data arguments (a state by its element dtype) already have
+    the dtype of all its outputs."""
+    keys = VALUE_PRESERVING.get(op.op_type)
+    if keys is None or len(set(out_dtypes)) != 1 or out_dtypes[0] is None:
+        return False
+    data = [v for key in keys for v in _as_list(op.inputs.get(key))]
+    return bool(data) and all(_np_dtype(v) == out_dtypes[0] for v in data)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _resolve(value: Any) -> Any:
     return value.materialise() if isinstance(value, Blockwise) else value
 
@@ -181,15 +195,19 @@ class Program:
         elif _is_constant(op):
             values = tuple(_const_value(o) for o in op.outputs)
         else:
+            args = tuple((k, _arg_names(v)) for k, v in op.inputs.items())
+            out_dtypes = tuple(_np_dtype(o) for o in op.outputs)
             self._steps.append(
                 Step(
                     op_type=op.op_type,
                     name=op.name,
                     kernel=KERNELS[op.op_type][0],
-                    args=tuple((k, _arg_names(v)) for k, v in op.inputs.items()),
+                    args=args,
                     out_names=tuple(o.name for o in op.outputs),
-                    out_dtypes=tuple(_np_dtype(o) for o in op.outputs),
+                    out_dtypes=out_dtypes,
                     out_shapes=tuple(_static_shape(o) for o in op.outputs),
+                    rounded=_preserves_values(op, out_dtypes),
+                    lazy=any(not isinstance(v, str) or isinstance(self._consts.get(v), Blockwise) for _, v in args),
                 )
             )
             return
@@ -237,11 +255,20 @@ class Program:
 
     @staticmethod
     def _execute(step: Step, env: dict[str, Any]) -> None:
-        a = {k: _resolve(env[v]) if isinstance(v, str) else [_resolve(env[n]) for n in v] for k, v in step.args}
+        if step.lazy:
+            a = {k: _resolve(env[v]) if isinstance(v, str) else [_resolve(env[n]) for n in v] for k, v in step.args}
+        else:
+            a = {k: env[v] for k, v in step.args}
         try:
             out = step.kernel(a, step)
         except Exception as exc:
             raise RuntimeError(f"MIL op {step.op_type} ({step.name!r}) failed: {exc}") from exc
+        if step.rounded:
+            if isinstance(out, tuple):
+                env.update(zip(step.out_names, out))
+            else:
+                env[step.out_names[0]] = out
+            return
         outs = out if isinstance(out, tuple) else (out,)
         for name, dtype, value in zip(step.out_names, step.out_dtypes, outs):
             env[name] = to_compute(value, dtype)

@@ -22,6 +22,11 @@ class Step:
     out_names: tuple[str, ...]
     out_dtypes: tuple[np.dtype | None, ...]
     out_shapes: tuple[tuple[int, ...] | None, ...]
+    rounded: bool = False
+    """The kernel's outputs already hold values of their declared dtypes (see ``VALUE_PRESERVING``),
+    so the executor skips rounding them: for an fp16 KV cache that rounding is two full copies."""
+    lazy: bool = False
+    """Some argument is a list of values or a compressed weight, resolved per call."""
 
 
 Kernel = Callable[[Args, Step], Any]
@@ -30,6 +35,15 @@ KERNELS: dict[str, tuple[Kernel, str]] = {}
 """MIL op type -> (numpy kernel, note for ``edge-export coreml-ops``)."""
 
 CONSTANT_OPS: dict[str, str] = {"const": "constant (inline or weight file)"}
+
+VALUE_PRESERVING: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("reshape", "transpose", "expand_dims", "squeeze", "slice_by_index", "slice_by_size", "split",
+                     "tile", "identity", "gather", "gather_along_axis", "cast"), ("x",)),
+    "concat": ("values",), "slice_update": ("x", "update"), "read_state": ("input",),
+    "coreml_update_state": ("value",)}
+"""Ops whose outputs only move, copy or select the values of the listed arguments: when each of
+those already has the output's declared dtype (every value in the executor holds values of its
+declared dtype), the output does too."""
 """Ops that only ever produce constants: materialised once at load time."""
 
 

@@ -64,10 +64,11 @@ class State(Mapping[str, np.ndarray]):
         return _Slot(self, name)
 
     def _read(self, name: str) -> np.ndarray:
-        return self._values[name].copy()
+        # no copy: kernels never write into their inputs, and a write replaces the array
+        return self._values[name]
 
     def _write(self, name: str, value: np.ndarray) -> None:
-        self._values[name] = np.array(value, copy=True)
+        self._values[name] = value
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class _Slot:
     name: str
 
 
-@kernel("read_state", "iOS18; copy of the state's current value")
+@kernel("read_state", "iOS18; the state's current value")
 def _read_state(a: Args, step: Step) -> np.ndarray:
     slot: _Slot = a["input"]
     return slot.state._read(slot.name)
@@ -87,6 +88,6 @@ def _read_state(a: Args, step: Step) -> np.ndarray:
 @kernel("coreml_update_state", "iOS18; writes the state, returns the value")
 def _coreml_update_state(a: Args, step: Step) -> np.ndarray:
     slot: _Slot = a["state"]
-    value = to_compute(a["value"], step.out_dtypes[0])
+    value = a["value"] if step.rounded else to_compute(a["value"], step.out_dtypes[0])
     slot.state._write(slot.name, value)
     return value
