@@ -1231,3 +1231,22 @@ def test_matches_coreml_predict(conv: Converter, ct: Any, transformer: tuple, pr
     want = mlmodel.predict(feeds)
     for name in program.output_names:
         assert cosine(got[name], np.asarray(want[name])) >= 0.999
+
+
+def test_weight_pool_keeps_dense_weights_within_its_budget() -> None:
+    """Blockwise weights dequantize once while the pool's byte budget lasts (a small LLM's decode
+    reads every weight at every token), and per read after it (a large one's memory stays bounded)."""
+    from edge_export.exporters.coreml.mil.quantization import Blockwise, WeightPool
+
+    codes = np.arange(-8, 8, dtype=np.int8).reshape(4, 4)
+    scale = np.array([[0.5], [0.25], [1.0], [2.0]], np.float32)
+    pool = WeightPool(dense_budget=codes.size * 4)  # room for one fp32 copy
+    first = Blockwise(codes, scale, None, np.dtype(np.float32), pool)
+    second = Blockwise(codes + 1, scale, None, np.dtype(np.float32), pool)
+    np.testing.assert_array_equal(first.materialise(), codes.astype(np.float32) * scale)
+    assert first.materialise() is first.materialise()
+    np.testing.assert_array_equal(second.materialise(), (codes + 1).astype(np.float32) * scale)
+    assert second.materialise() is not second.materialise()  # the budget is spent
+    # the same weight read by another function of the package shares both its codes and its dense copy
+    again = Blockwise(codes.copy(), scale.copy(), None, np.dtype(np.float32), pool)
+    assert again.data is first.data and again.materialise() is first.materialise()

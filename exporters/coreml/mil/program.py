@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import warnings
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .quantization import Blockwise
+from .quantization import Blockwise, WeightPool
 from .registry import CONSTANT_OPS, KERNELS, VALUE_PRESERVING, Step, supported_ops
 from .state import State, StateSpec, to_compute
 
@@ -123,16 +122,12 @@ def _arg_names(value: Any) -> str | tuple[str, ...]:
     return value.name
 
 
-def _blockwise(op: Any, pool: dict[tuple[Any, ...], np.ndarray]) -> Blockwise | None:
-    """A ``constexpr_blockwise_shift_scale`` over constant inputs, kept compressed; its codes
-    are shared through ``pool`` with every function loaded with it (a multifunction package
-    stores a weight its functions share once, but the loader reads it once per function)."""
+def _blockwise(op: Any, pool: WeightPool) -> Blockwise | None:
+    """A ``constexpr_blockwise_shift_scale`` over constant inputs, kept compressed in ``pool``."""
     if op.op_type != "constexpr_blockwise_shift_scale" or op.data.val is None or op.scale.val is None:
         return None
-    data = np.ascontiguousarray(op.data.val)
-    key = (data.dtype.str, data.shape, hashlib.blake2b(data).digest())
     offset = None if op.offset is None else op.offset.val
-    return Blockwise(pool.setdefault(key, data), op.scale.val, offset, _np_dtype(op.outputs[0]))
+    return Blockwise(op.data.val, op.scale.val, offset, _np_dtype(op.outputs[0]), pool)
 
 
 def _preserves_values(op: Any, out_dtypes: tuple[np.dtype | None, ...]) -> bool:
@@ -160,8 +155,8 @@ class Program:
     the same :class:`State` passed to successive calls carries the values between them.
     """
 
-    def __init__(self, function: Any, pool: dict[tuple[Any, ...], np.ndarray] | None = None) -> None:
-        self._pool = {} if pool is None else pool
+    def __init__(self, function: Any, pool: WeightPool | None = None) -> None:
+        self._pool = WeightPool() if pool is None else pool
         tensors = {n: v for n, v in function.inputs.items() if not _is_state(v)}
         self._inputs = {name: (_np_dtype(var), var.shape) for name, var in tensors.items()}
         self.input_names: list[str] = list(self._inputs)
@@ -299,5 +294,5 @@ def load_functions(mlpackage_path: str | os.PathLike, functions: Sequence[str]) 
     if missing:
         raise ValueError(f"{path}: no function {missing[0]!r} in the ML Program "
                          f"(has {', '.join(sorted(program.functions))})")
-    pool: dict[tuple[Any, ...], np.ndarray] = {}
+    pool = WeightPool()
     return {name: Program(program.functions[name], pool) for name in functions}

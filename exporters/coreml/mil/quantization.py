@@ -5,6 +5,9 @@ materialised once at load time by coremltools' own decompression, except
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import numpy as np
 
 from .registry import Args, Step, constant_op, int_of, kernel, per_channel, str_of
@@ -37,9 +40,36 @@ def _dequantize(a: Args, step: Step) -> np.ndarray:
     return (x - zp) * scale
 
 
+class WeightPool:
+    """What the functions of one package share: the int codes of each blockwise weight (a
+    multifunction package stores a weight its functions share once, but the loader reads it once
+    per function), and dense copies of the first weights read, up to ``dense_budget`` bytes.
+
+    The budget is what keeps small quantized models fast (a tiny LM's decode would otherwise
+    dequantize every weight at every token) without giving back the memory a large one saves:
+    once it is spent, further weights are dequantized per op, as before."""
+
+    DEFAULT_DENSE_BUDGET = 64 << 20
+
+    def __init__(self, dense_budget: int = DEFAULT_DENSE_BUDGET) -> None:
+        self.codes: dict[tuple[Any, ...], np.ndarray] = {}
+        self.dense: dict[tuple[Any, ...], np.ndarray] = {}
+        self.room = dense_budget
+
+    def shared(self, data: np.ndarray) -> tuple[tuple[Any, ...], np.ndarray]:
+        data = np.ascontiguousarray(data)
+        key = (data.dtype.str, data.shape, hashlib.blake2b(data).digest())
+        return key, self.codes.setdefault(key, data)
+
+    def keep(self, key: tuple[Any, ...], dense: np.ndarray) -> None:
+        if dense.nbytes <= self.room:
+            self.dense[key] = dense
+            self.room -= dense.nbytes
+
+
 class Blockwise:
     """A ``constexpr_blockwise_shift_scale`` weight kept as its int codes, dequantized by each
-    op that reads it (``Program`` resolves it per op) and freed after that op.
+    op that reads it (``Program`` resolves it per op) unless its pool keeps a dense copy.
 
     Materialising every weight at load would hold fp32 copies of them all: 4 GB for a 1 B
     parameter LLM, per function, where the codes take 1 byte per weight (numpy has no int4).
@@ -47,10 +77,16 @@ class Blockwise:
     ``scale * (data - offset)`` in the scale's dtype, each scale over its block, written as a
     broadcast over interleaved block axes instead of ``np.repeat`` copies."""
 
-    def __init__(self, data: np.ndarray, scale: np.ndarray, offset: np.ndarray | None, dtype: np.dtype | None) -> None:
-        self.data, self.scale, self.offset, self.dtype = data, scale, offset, dtype
+    def __init__(self, data: np.ndarray, scale: np.ndarray, offset: np.ndarray | None, dtype: np.dtype | None,
+                 pool: WeightPool) -> None:
+        codes_key, self.data = pool.shared(data)
+        self.scale, self.offset, self.dtype, self._pool = scale, offset, dtype, pool
+        self._key = (codes_key, hashlib.blake2b(np.ascontiguousarray(scale)).digest(),
+                     None if offset is None else hashlib.blake2b(np.ascontiguousarray(offset)).digest())
 
     def materialise(self) -> np.ndarray:
+        if (dense := self._pool.dense.get(self._key)) is not None:
+            return dense
         blocked, per_block = [], []
         for size, blocks in zip(self.data.shape, self.scale.shape):
             blocked += [blocks, size // blocks]
@@ -58,7 +94,9 @@ class Blockwise:
         x = self.data.astype(self.scale.dtype).reshape(blocked)
         if self.offset is not None:
             x = x - self.offset.reshape(per_block)
-        return to_compute((x * self.scale.reshape(per_block)).reshape(self.data.shape), self.dtype)
+        dense = to_compute((x * self.scale.reshape(per_block)).reshape(self.data.shape), self.dtype)
+        self._pool.keep(self._key, dense)
+        return dense
 
 
 for _op in ("constexpr_affine_dequantize", "constexpr_cast",
