@@ -68,6 +68,31 @@ def speeds(package: Path, runs: int) -> dict[str, float]:
     return best
 
 
+def eager_speeds(model_dir: Path, runs: int) -> dict[str, float]:
+    """PyTorch eager on the same prompt and token count (transformers' model with its KV cache,
+    greedy, best of ``runs``): the reference the MIL executor's decode is held to (goal ≤ 3×)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor([Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(PROMPT).ids])
+    best = {"prefill_tok_s": 0.0, "decode_tok_s": 0.0}
+    with torch.inference_mode():
+        for _ in range(runs):
+            start = time.perf_counter()
+            out = model(input_ids=ids, use_cache=True)
+            prefilled = time.perf_counter()
+            for _ in range(NEW_TOKENS - 1):
+                out = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values,
+                            use_cache=True)
+            decoded = time.perf_counter()
+            best["prefill_tok_s"] = max(best["prefill_tok_s"], ids.shape[1] / (prefilled - start))
+            best["decode_tok_s"] = max(best["decode_tok_s"], (NEW_TOKENS - 1) / (decoded - prefilled))
+    return {**{k: round(v, 1) for k, v in best.items()}, "load": round(os.getloadavg()[0], 2),
+            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
 def rows(model: str, targets: list[str], recipe: str, out: Path, runs: int, context: int) -> list[dict[str, Any]]:
     packages, error, wall = export(model, targets, recipe, out, context)
     load = round(os.getloadavg()[0], 2)
@@ -116,6 +141,21 @@ def _earlier(report: dict[str, Any]) -> str:
         f"{r['model']} {r['target']} {r['recipe']}: {r['measured']}" for r in kept) + "."
 
 
+def _eager(report: dict[str, Any]) -> str:
+    """PyTorch eager's speeds on the tiny LM, and the MIL reference executor's decode against it."""
+    eager = report.get("eager")
+    if not eager:
+        return ""
+    mil = [r for r in report["rows"] if r["model"] == TINY_LM.stem and r.get("runtime") == "mil-reference"
+           and r.get("decode_tok_s")]
+    ratios = ", ".join(f"{r['recipe']} {eager['decode_tok_s'] / r['decode_tok_s']:.2f}×" for r in mil)
+    return (f"\n\nPyTorch eager on the tiny LM (transformers with its KV cache, the same prompt and "
+            f"{NEW_TOKENS} tokens, best of {report['runs']}; {eager['measured']}, load {eager['load']}): prefill "
+            f"{eager['prefill_tok_s']:,} tok/s, decode {eager['decode_tok_s']:,} tok/s."
+            + (f" The MIL reference executor's decode takes {ratios} eager's time per token (goal ≤ 3×)."
+               if ratios else ""))
+
+
 def render(report: dict[str, Any]) -> str:
     head = (f"# LLM benchmark\n\nMachine: {report['machine']}; {report['date_utc']}. Produced by `make bench-llm` "
             f"(`bench/llm.py`): each row is one `edge-export llm` process (peak RSS is that whole process: "
@@ -149,7 +189,7 @@ def render(report: dict[str, Any]) -> str:
              "1.1 B row is its top-1 gate on random weights (near-flat logits flip under int8 activations; the "
              "package is kept under `.failed/`); before/after figures, the memory strategy and why decode is "
              "far from 50 tok/s under this load: edge_export/llm/README.md, 'Memory and large models'.")
-    return head + "\n".join(lines) + large + "\n"
+    return head + "\n".join(lines) + _eager(report) + large + "\n"
 
 
 def main() -> int:
@@ -179,6 +219,7 @@ def main() -> int:
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for row in results:
         row["measured"] = f"{date}, best of {args.runs}"
+    previous: dict[str, Any] = {}
     if (ROOT / "bench" / "llm.json").exists():  # keep the rows this run did not measure
         previous = json.loads((ROOT / "bench" / "llm.json").read_text())
         measured = {(r["model"], r["target"], r["recipe"]) for r in results}
@@ -187,6 +228,10 @@ def main() -> int:
                          f"Python {platform.python_version()}",
               "date_utc": date, "runs": args.runs,
               "large": any(r["model"] == LARGE.stem for r in results), "rows": results}
+    if not args.large_only:
+        report["eager"] = eager_speeds(TINY_LM, args.runs)
+    elif previous_eager := previous.get("eager"):
+        report["eager"] = previous_eager
     (ROOT / "bench" / "llm.json").write_text(json.dumps(report, indent=2) + "\n")
     (ROOT / "bench" / "LLM.md").write_text(render(report))
     print(render(report))
