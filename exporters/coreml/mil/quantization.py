@@ -1,7 +1,8 @@
 """Activation quantize / dequantize (iOS17) and the constexpr weight ops, which are
 materialised once at load time by coremltools' own decompression, except
 ``constexpr_blockwise_shift_scale`` (iOS18 per-block int4/int8), which stays compressed
-(``Blockwise``) and is dequantized by each op that reads it."""
+(``Blockwise``) and is dequantized by each op that reads it once its package's budget for
+dense copies (``WeightPool``) is spent."""
 
 from __future__ import annotations
 

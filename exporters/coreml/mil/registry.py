@@ -35,6 +35,7 @@ KERNELS: dict[str, tuple[Kernel, str]] = {}
 """MIL op type -> (numpy kernel, note for ``edge-export coreml-ops``)."""
 
 CONSTANT_OPS: dict[str, str] = {"const": "constant (inline or weight file)"}
+"""Ops that only ever produce constants: materialised once at load time."""
 
 VALUE_PRESERVING: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("reshape", "transpose", "expand_dims", "squeeze", "slice_by_index", "slice_by_size", "split",
@@ -44,7 +45,6 @@ VALUE_PRESERVING: dict[str, tuple[str, ...]] = {
 """Ops whose outputs only move, copy or select the values of the listed arguments: when each of
 those already has the output's declared dtype (every value in the executor holds values of its
 declared dtype), the output does too."""
-"""Ops that only ever produce constants: materialised once at load time."""
 
 
 def kernel(op_type: str, note: str) -> Callable[[Kernel], Kernel]:
