@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_export.package.manifest import failed_dir, package_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_LM = ROOT / "examples" / "tiny_lm"
 LARGE = ROOT / "bench" / "llm_large.py"
@@ -48,9 +50,9 @@ def export(model: str, targets: list[str], recipe: str, out: Path, context: int
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     packages: dict[str, Path | None] = {}
-    for target in targets:
-        package = out / "bench-0.1.0" / f"{target}-{recipe}"
-        packages[target] = package if package.exists() else None
+    for target in targets:  # a package whose gate failed is kept under OUT/.failed/: measured too
+        found = [where(out, "bench", "0.1.0", target, recipe) for where in (package_dir, failed_dir)]
+        packages[target] = next((p for p in found if p.exists()), None)
     error = "" if proc.returncode == 0 else " ".join(proc.stderr.strip().splitlines()[-1:])[:200]
     return packages, error, wall
 
