@@ -189,8 +189,8 @@ def render(report: dict[str, Any]) -> str:
              "means nothing) " + ("are in the table." if report["large"] else "were not run for this table.")
              + " ¹ against the fp32 weights (4 bytes × parameters), where no fp32 artifact was built. A `failed` "
              "1.1 B row is its top-1 gate on random weights (near-flat logits flip under int8 activations; the "
-             "package is kept under `.failed/`); before/after figures, the memory strategy and why decode is "
-             "far from 50 tok/s under this load: edge_export/llm/README.md, 'Memory and large models'.")
+             "package is kept under `.failed/`); before/after figures, the memory strategy and decode speed "
+             "against machine load: edge_export/llm/README.md, 'Memory and large models'.")
     return head + "\n".join(lines) + _eager(report) + large + "\n"
 
 
