@@ -6,11 +6,26 @@ into a one-line message and an exit code in exactly one place (``cli.main``).
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TOOLCHAIN = 3
 EXIT_INTERRUPTED = 130
+
+
+def exit_process(code: int) -> None:
+    """End the process with ``code`` once its exit handlers have run and its output is flushed,
+    without tearing down its modules: for torch and the toolchains that teardown costs ~2 s
+    (5.3 vs 7.4 s for a bare import of all three) and frees nothing anyone needs. The CLI and
+    each worker process end this way."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 class EdgeExportError(Exception):

@@ -14,7 +14,6 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_export.build.job import Job, JobResult
+from edge_export.errors import exit_process
 
 Finished = Callable[[JobResult], None]
 Calibrated = Callable[[tuple[str, str], str, int, int], None]
@@ -138,7 +138,4 @@ def _serve(conn: Connection, target: str, log: Path | None) -> None:
             conn.send(("result", run_job(job, lambda key, stage: conn.send(("stage", stage)))))
     except (EOFError, OSError):  # the main process is gone
         pass
-    # as the CLI does (cli/main.py): the toolchains' module teardown would add ~2 s to close()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(0)
+    exit_process(0)  # without module teardown, which would add ~2 s to close()
