@@ -97,14 +97,13 @@ CHANNELS_LAST_MAX_PIXELS = 1024
 
 
 def _depthwise_channels_last(xp: np.ndarray, w: np.ndarray, strides: Sequence[int],
-                             out: Sequence[int]) -> np.ndarray:
-    (sh, sw), (oh, ow) = strides, out
+                             out: tuple[int, ...]) -> np.ndarray:
     xt = np.ascontiguousarray(xp.transpose(0, 2, 3, 1))
     taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # (kh, kw, C)
-    y = np.zeros((xp.shape[0], oh, ow, xp.shape[1]), dtype=np.result_type(xp, w))
+    y = np.zeros((xp.shape[0], *out, xp.shape[1]), dtype=np.result_type(xp, w))
     product = np.empty_like(y)
-    for i, j in np.ndindex(*taps.shape[:2]):
-        np.multiply(xt[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw], taps[i, j], out=product)
+    for tap, window in _taps(taps.shape[:2], tuple(strides), (1, 1), out):
+        np.multiply(xt[(slice(None), *window[2:])], taps[tap], out=product)  # the NCHW window's spatial slices
         y += product
     return y.transpose(0, 3, 1, 2)
 
