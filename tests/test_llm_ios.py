@@ -154,14 +154,14 @@ def test_pytorch_reference_quantizes_like_coremltools(bits: int, group: int) -> 
     import torch
     from coremltools.optimize.coreml._quantization_passes import linear_quantize_weights
 
-    from edge_export.llm.coreml.quantize import fake_quantize_weight
+    from edge_export.llm.coreml.quantize import dequantize, quantize_weight
 
     weight = torch.randn(48, 96, generator=torch.Generator().manual_seed(0))
     weight[0, :32] = torch.linspace(-3.5, 3.5, 32) / 7 * 0.5  # values on the rounding boundary
     params = linear_quantize_weights.blockwise_compress(weight.numpy(), nbits=bits, mode="LINEAR_SYMMETRIC",
                                                         signed=True, block_sizes=[1, group])
     want = linear_quantize_weights.decompress(params)
-    got = fake_quantize_weight(weight, bits, group).numpy()
+    got = dequantize(*quantize_weight(weight, bits, group)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert len(np.unique(got[0, :32])) <= 2 ** bits - 1
 

@@ -50,11 +50,6 @@ def dequantize(codes: Any, scale: Any) -> Any:
     return (codes.reshape(rows, scale.shape[1], -1) * scale[:, :, None]).reshape(rows, cols)
 
 
-def fake_quantize_weight(weight: Any, bits: int, group: int) -> Any:
-    """``weight`` [out, in] rounded to Core ML's symmetric per-block (or per-channel) grid."""
-    return dequantize(*quantize_weight(weight, bits, group)).to(weight.dtype)
-
-
 def coreml_fake_quantize(model: Any, recipe: LLMRecipe) -> Any:
     """Round every eligible Linear weight in place (tied embeddings share the lm_head's), and
     attach the codes' scales as coremltools compression info (see ``COMPRESSION``)."""
