@@ -27,8 +27,14 @@ def _export(tmp_path_factory, model: str, name: str, *recipes: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_fp32(tmp_path_factory) -> Path:
-    return _export(tmp_path_factory, str(TINY_LM), "tinyios", "fp32") / "ios-fp32"
+def tiny_packages(tmp_path_factory) -> Path:
+    """fp32 and 4bit in one CLI run: the suite pays the imports and the model load once."""
+    return _export(tmp_path_factory, str(TINY_LM), "tinyios", "fp32", "4bit")
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32(tiny_packages: Path) -> Path:
+    return tiny_packages / "ios-fp32"
 
 
 def _tiny_model():
@@ -229,9 +235,8 @@ def test_target_overrides_are_checked(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.extended
-def test_tiny_lm_ios_4bit(tmp_path_factory) -> None:
-    pkg = _export(tmp_path_factory, str(TINY_LM), "tinyios4", "4bit") / "ios-4bit"
+def test_tiny_lm_ios_4bit(tiny_packages: Path) -> None:
+    pkg = tiny_packages / "ios-4bit"
     manifest = _check_package(pkg)
     metrics = manifest["parity"]["metrics"]
     assert metrics["top1_agreement"] >= 0.9
