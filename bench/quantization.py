@@ -262,8 +262,6 @@ def kept_float(package: dict[str, Any]) -> list[str] | None:
 
 
 RUNNERS = {"minilm": run_minilm}
-NOTES = {"all-MiniLM-L6-v2: conclusions": "minilm_notes",
-         'keep_float = "auto" and per-layer sensitivity': "keep_float_auto_notes"}
 
 
 def machine() -> dict[str, Any]:
@@ -286,7 +284,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"Tools: {json.dumps(result['tools'])}.", "",
              "Produced by `make bench-quant` (`bench/quantization.py`). Data: calibration "
              "`digits_calib.npz` (the recipe's sample count), SNR/cosine/top-1 agreement of the logits vs "
-             "float PyTorch on `digits_val.npz` (32 held-out images + the example input), accuracy on "
+             f"float PyTorch on {_parity_count(result, 'digits')} samples (the example input and the first of "
+             "`digits_val.npz`'s held-out images, as many as `--parity-samples` takes), accuracy on "
              "`digits_eval.npz` (450 held-out images). EfficientNet-Lite0 (real ImageNet weights): calibration on "
              f"{PHOTO_CROPS['calibration']} crops of 6 photos, parity on {PHOTO_CROPS['evaluation']} crops of 4 "
              "*other* photos + the example (examples/efficientnet_lite0.py; no labels, so no accuracy column); "
@@ -298,8 +297,8 @@ def markdown(result: dict[str, Any]) -> str:
              "quantize every layer (`keep_float = []`) unless the change says otherwise; `all-quantized` is "
              "the shipped recipe without auto.", "",
              "| model | target | recipe | change | status | shipped gates? | SNR dB | cosine | top-1 agr. "
-             "| float acc % | artifact acc % | drop (pts) | bytes | × fp32 | host ms | calib. |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| float acc % | artifact acc % | drop (pts) | bytes | × fp32 | host ms | calib. | measured (load) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in [r for r in result["rows"] if r["model"] not in RUNNERS]:
         change = ", ".join(f"{k} = {json.dumps(v)}" for k, v in r["changes"].items()) or "–"
         if r.get("kept_float") is not None:
@@ -311,15 +310,18 @@ def markdown(result: dict[str, Any]) -> str:
                      f"| {fmt(r.get('top1_agreement'), '.3f')} | {fmt(r.get('float_accuracy'), '.2f')} "
                      f"| {fmt(r.get('artifact_accuracy'), '.2f')} | {fmt(r.get('drop'), '.2f')} "
                      f"| {fmt(r.get('bytes'), ',')} | {fmt(r.get('bytes_ratio_to_fp32'), '.3f')} "
-                     f"| {fmt(r.get('latency_ms'), '.2f')} | {fmt(r.get('calibration_samples'))} |")
+                     f"| {fmt(r.get('latency_ms'), '.2f')} | {fmt(r.get('calibration_samples'))} "
+                     f"| {r.get('run_date', m['date_utc'])} ({fmt(r.get('load_average'))}) |")
     lines += minilm_markdown([r for r in result["rows"] if r["model"] == "minilm"])
-    for title, key in NOTES.items():  # hand-written from a run's numbers, kept across runs
-        if result.get(key):
-            lines += ["", f"## {title}", "", result[key]]
-    dated = result.get("conclusions_from_run", m["date_utc"])
-    lines += ["", f"## Conclusions (written from the numbers of the {dated} run)", "",
-              result.get("conclusions") or "(not written yet)", ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, ""])
+
+
+def _parity_count(result: dict[str, Any], model: str) -> str:
+    """How many parity samples ``model``'s rows were measured on, read from the rows (the golden
+    samples each package carries), so the text says what was run."""
+    counts = sorted({len(r["parity_samples"]) for r in result["rows"]
+                     if r["model"] == model and r.get("parity_samples")})
+    return " or ".join(map(str, counts)) or "an unrecorded number of"
 
 
 def minilm_markdown(rows: list[dict[str, Any]]) -> list[str]:
@@ -366,7 +368,7 @@ def main() -> None:
             for target in args.targets.split(","):
                 print(f"{model} / {target} ...", file=sys.stderr, flush=True)
                 runner = RUNNERS.get(model, run_target)
-                rows = [{**r, "run_date": result["machine"]["date_utc"]}
+                rows = [{**r, "run_date": result["machine"]["date_utc"], "load_average": round(os.getloadavg()[0], 2)}
                         for r in runner(model, target, Path(tmp), not args.no_variants)]
                 result["rows"] += rows
                 for r in rows:
@@ -376,11 +378,8 @@ def main() -> None:
     for r in result["rows"]:
         result["tools"].update(r.pop("tools", None) or {})
     previous = ROOT / "bench" / "quantization.json"
-    if previous.exists():  # conclusions are written by a person from a run's numbers; keep them, dated
+    if previous.exists():
         old = json.loads(previous.read_text())
-        result["conclusions"] = old.get("conclusions", "")
-        result.update({key: old[key] for key in NOTES.values() if key in old})
-        result["conclusions_from_run"] = old.get("conclusions_from_run", old["machine"]["date_utc"])
         # A partial run (--models/--targets/--no-variants) replaces only its own rows; the others
         # (variants not re-run included) stay, dated.
         ran = {(r["model"], r["target"], r["recipe"]) for r in result["rows"]}
