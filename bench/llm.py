@@ -57,6 +57,28 @@ def export(model: str, targets: list[str], recipe: str, out: Path, context: int
     return packages, error, wall
 
 
+def host_read_gb_s(runs: int = 3) -> float:
+    """What this host can stream from memory right now: ``count_nonzero`` over 1 GiB split across one thread per
+    core (numpy releases the GIL), best of ``runs``. Every decode step of an LLM reads all its weights once, so
+    bytes × decode tok/s above this is not a speed the runtime can have had (``render`` flags it)."""
+    import threading
+
+    import numpy as np
+
+    data = np.zeros(1 << 30, dtype=np.uint8)
+    parts = np.array_split(data, os.cpu_count() or 1)
+    best = 0.0
+    for _ in range(runs):
+        threads = [threading.Thread(target=np.count_nonzero, args=(part,)) for part in parts]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        best = max(best, data.nbytes / (time.perf_counter() - start) / 1e9)
+    return round(best, 1)
+
+
 def speeds(package: Path, runs: int) -> dict[str, float]:
     from edge_export.llm.generate import generate
 
@@ -118,6 +140,7 @@ def measure(result: dict[str, Any], package: Path | None, runs: int, error: str 
                   runtime=manifest["runtime"]["runtime"])
     measured = speeds(package, runs)
     result.update({k: round(v, 1) for k, v in measured.items() if k != "load"}, load=round(measured["load"], 2))
+    result["host_read_gb_s"] = host_read_gb_s()  # right after the speeds, at the same load
     result["prefill_ms"] = round(1000 * result["prompt_tokens"] / result["prefill_tok_s"], 1)
     return result
 
@@ -158,6 +181,16 @@ def _eager(report: dict[str, Any]) -> str:
                if ratios else ""))
 
 
+def _bandwidth(row: dict[str, Any]) -> str:
+    """The weight reads a row's decode speed implies (artifact bytes per token × tok/s) beside what the host
+    streamed when it was measured; a speed that needs more than the host has is marked, not believed."""
+    implied = row["bytes"] * row["decode_tok_s"] / 1e9
+    host = row.get("host_read_gb_s")
+    if host is None:
+        return f"{implied:.1f} (not measured)"
+    return f"{implied:.1f} ({host}){' **implausible**' if implied > host else ''}"
+
+
 def render(report: dict[str, Any]) -> str:
     head = (f"# LLM benchmark\n\nMachine: {report['machine']}; {report['date_utc']}. Produced by `make bench-llm` "
             f"(`bench/llm.py`): each row is one `edge-export llm` process (peak RSS is that whole process: "
@@ -168,13 +201,13 @@ def render(report: dict[str, Any]) -> str:
             "export process ended / when the speed runs ended."
             + _earlier(report) + "\n\n")
     lines = ["| model | target | recipe | status | bytes | × fp32 | perplexity | export s | peak RSS MB | "
-             "export load | prefill ms | prefill tok/s | decode tok/s | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "export load | prefill ms | prefill tok/s | decode tok/s | weights read GB/s (host) | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fp32 = {(r["model"], r["target"]): r.get("bytes") for r in report["rows"] if r["recipe"] == "fp32"}
     for r in report["rows"]:
         if r["status"] == "error":
             lines.append(f"| {r['model']} | {r['target']} | {r['recipe']} | error: {r['error']} |"
-                         + " |" * 10)
+                         + " |" * 11)
             continue
         base = fp32.get((r["model"], r["target"]))
         ratio = f"{r['bytes'] / base:.2f}×" if base else \
@@ -182,8 +215,13 @@ def render(report: dict[str, Any]) -> str:
         ppl = f"{r['perplexity']:.2f}" if r.get("perplexity") else "–"
         lines.append(f"| {r['model']} | {r['target']} | {r['recipe']} | {r['status']} | {r['bytes']:,} | {ratio} | "
                      f"{ppl} | {r['export_s']} | {r['peak_rss_mb']:,} | {r.get('export_load', '–')} | "
-                     f"{r['prefill_ms']} | {r['prefill_tok_s']:,} | {r['decode_tok_s']:,} | {r['load']} |")
-    large = ("\n\nThe 1.1 B rows (`python bench/llm.py --large`, model `llm_large`: TinyLlama-1.1B-shaped "
+                     f"{r['prefill_ms']} | {r['prefill_tok_s']:,} | {r['decode_tok_s']:,} | {_bandwidth(r)} | "
+                     f"{r['load']} |")
+    large = ("\n\n`weights read GB/s` is the artifact's bytes times the decode tok/s: each decode step reads "
+             "every weight once, so it cannot exceed what the host streams (in brackets: `count_nonzero` over 1 GiB, "
+             "one thread per core, measured right after the row's speeds). A row above it is marked "
+             "**implausible**: its decode figure is not a measurement to rely on."
+             "\n\nThe 1.1 B rows (`python bench/llm.py --large`, model `llm_large`: TinyLlama-1.1B-shaped "
              "config, random weights, 4bit, context 512, all large targets in one `edge-export llm` call; goals: "
              "peak RSS ≤ 6.6 GB, artifact ≤ 0.2× fp32, `.pte` decode ≥ 50 tok/s; random weights, so perplexity "
              "means nothing) " + ("are in the table." if report["large"] else "were not run for this table.")
@@ -204,7 +242,11 @@ def main() -> int:
     parser.add_argument("--large-targets", default="android", help="targets of the 1.1 B call")
     parser.add_argument("--large-packages", help="comma-separated packages of an earlier 1.1 B call: measure "
                         "them instead of exporting again (implies --large-only)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite LLM.md from llm.json")
     args = parser.parse_args()
+    if args.render_only:
+        (ROOT / "bench" / "LLM.md").write_text(render(json.loads((ROOT / "bench" / "llm.json").read_text())))
+        return 0
     args.large_only = args.large_only or bool(args.large_packages)
     jobs = [] if args.large_only else [(str(TINY_LM), [t], r, CONTEXT) for t in args.targets.split(",")
                                        for r in args.recipes.split(",")]
