@@ -52,7 +52,7 @@ def commands() -> list[tuple[str, click.Command]]:
     """("edge-export", the group) then every subcommand by name, lazily-loaded ones included."""
     from edge_export.cli.main import cli
 
-    ctx = click.Context(cli, info_name="edge-export")
+    ctx = click.Context(cli, info_name="edge-export", **cli.context_settings)
     return [("edge-export", cli)] + [(f"edge-export {n}", cli.get_command(ctx, n)) for n in cli.list_commands(ctx)]
 
 
@@ -60,8 +60,9 @@ def command_page(name: str, command: click.Command) -> str:
     """One command's reference page: what ``--help`` says, with the options as a table."""
     from edge_export.cli.main import cli
 
-    parent = None if command is cli else click.Context(cli, info_name="edge-export")
-    ctx = click.Context(command, info_name=name.split()[-1], parent=parent)
+    # the group's context settings (``-h``, the 100-column help) reach every subcommand, as on the terminal
+    root = click.Context(cli, info_name="edge-export", **cli.context_settings)
+    ctx = root if command is cli else click.Context(command, info_name=name.split()[-1], parent=root)
     formatter = ctx.make_formatter()
     command.format_usage(ctx, formatter)
     lines = [f"# `{name}`", "", "*Generated from the command's click definition at build time.*", "",
@@ -72,7 +73,7 @@ def command_page(name: str, command: click.Command) -> str:
         lines += [f"| `{p.make_metavar(ctx)}` | {'yes' if p.required else 'no'} | {'yes' if p.nargs == -1 else 'no'} |"
                   for p in arguments]
         lines.append("")
-    options = [r for p in command.get_params(ctx) if (r := p.get_help_record(ctx))]
+    options = [r for p in command.get_params(ctx) if isinstance(p, click.Option) and (r := p.get_help_record(ctx))]
     if options:
         lines += ["## Options", "", "| option | description |", "|---|---|"]
         lines += [f"| `{_cell(opts)}` | {_cell(click.unstyle(text))} |" for opts, text in options]
@@ -180,15 +181,14 @@ def _rows(node: dict[str, Any], path: str) -> list[str]:
     required = set(node.get("required", ()))
     for key, child in node.get("properties", {}).items():
         field = f"{path}.{key}" if path else key
-        desc = child.get("description", "")
         rows.append(f"| `{field}` | {_cell(_type(child))} | {'yes' if key in required else ''} | "
-                    f"{_cell(_constraints(child))} | {_cell(desc)} |")
+                    f"{_cell(_constraints(child))} | {_cell(child.get('description', ''))} |")
         rows += _rows(child, field)
         if child.get("type") == "array" and isinstance(child.get("items"), dict):
             rows += _rows(child["items"], f"{field}[]")
     extra = node.get("additionalProperties")
     if isinstance(extra, dict) and path:
-        rows.append(f"| `{path}.*` | {_cell(_type(extra))} |  | {_cell(_constraints(extra))} | any key |")
+        rows.append(f"| `{path}.*` | {_cell(_type(extra))} |  | {_cell(_constraints(extra))} | any other key |")
         rows += _rows(extra, f"{path}.*")
     return rows
 
