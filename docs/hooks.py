@@ -13,6 +13,7 @@ Only click and the light registry modules are imported: no toolchain, so the bui
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import tomllib
@@ -33,6 +34,11 @@ RECIPE_ORDER = ["fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight", "i
 def _cell(text: str) -> str:
     """Text safe inside a markdown table cell (pipes, angle brackets, line breaks)."""
     return text.replace("|", "\\|").replace("<", "&lt;").replace("\n", " ").strip()
+
+
+def _code_cell(text: str) -> str:
+    """Code inside a table cell: a backtick span would show an escaped pipe as ``\\|``, so HTML."""
+    return "<code>" + html.escape(text).replace("|", "&#124;") + "</code>"
 
 
 def _help_markdown(text: str) -> str:
@@ -70,13 +76,14 @@ def command_page(name: str, command: click.Command) -> str:
     arguments = [p for p in command.get_params(ctx) if isinstance(p, click.Argument)]
     if arguments:
         lines += ["## Arguments", "", "| argument | required | repeatable |", "|---|---|---|"]
-        lines += [f"| `{p.make_metavar(ctx)}` | {'yes' if p.required else 'no'} | {'yes' if p.nargs == -1 else 'no'} |"
+        yes = {True: "yes", False: "no"}
+        lines += [f"| {_code_cell(p.make_metavar(ctx))} | {yes[p.required]} | {yes[p.nargs == -1]} |"
                   for p in arguments]
         lines.append("")
     options = [r for p in command.get_params(ctx) if isinstance(p, click.Option) and (r := p.get_help_record(ctx))]
     if options:
         lines += ["## Options", "", "| option | description |", "|---|---|"]
-        lines += [f"| `{_cell(opts)}` | {_cell(click.unstyle(text))} |" for opts, text in options]
+        lines += [f"| {_code_cell(opts)} | {_cell(click.unstyle(text))} |" for opts, text in options]
         lines.append("")
     if isinstance(command, click.Group):
         lines += ["## Commands", "", "| command | what it does |", "|---|---|"]
@@ -168,7 +175,7 @@ def _type(node: dict[str, Any]) -> str:
 
 def _constraints(node: dict[str, Any]) -> str:
     keys = ("pattern", "minimum", "maximum", "exclusiveMinimum", "minItems", "maxItems", "minLength", "format")
-    parts = [f"{k} `{node[k]}`" for k in keys if k in node]
+    parts = [f"{k} {_code_cell(str(node[k]))}" for k in keys if k in node]  # already cell-safe
     if node.get("additionalProperties") is False:
         parts.append("no other keys")
     return ", ".join(parts)
@@ -182,13 +189,13 @@ def _rows(node: dict[str, Any], path: str) -> list[str]:
     for key, child in node.get("properties", {}).items():
         field = f"{path}.{key}" if path else key
         rows.append(f"| `{field}` | {_cell(_type(child))} | {'yes' if key in required else ''} | "
-                    f"{_cell(_constraints(child))} | {_cell(child.get('description', ''))} |")
+                    f"{_constraints(child)} | {_cell(child.get('description', ''))} |")
         rows += _rows(child, field)
         if child.get("type") == "array" and isinstance(child.get("items"), dict):
             rows += _rows(child["items"], f"{field}[]")
     extra = node.get("additionalProperties")
     if isinstance(extra, dict) and path:
-        rows.append(f"| `{path}.*` | {_cell(_type(extra))} |  | {_cell(_constraints(extra))} | any other key |")
+        rows.append(f"| `{path}.*` | {_cell(_type(extra))} |  | {_constraints(extra)} | any other key |")
         rows += _rows(extra, f"{path}.*")
     return rows
 
