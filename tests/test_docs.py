@@ -87,8 +87,8 @@ def run_block(block: Block, cwd: Path) -> list[str]:
     return parts[1:]
 
 
-def scratch() -> Path:
-    work = Path(tempfile.mkdtemp(prefix="edge-export-docs-"))
+def scratch(work: Path) -> Path:
+    """A working directory in which the docs' relative paths (examples/..., tests/...) resolve."""
     for name in LINKED:
         (work / name).symlink_to(ROOT / name)
     return work
@@ -134,16 +134,16 @@ def test_every_console_block_is_checked_or_an_excerpt_with_its_command():
 
 
 @pytest.mark.parametrize("block", [b for b in ALL if b.marker == "check"], ids=lambda b: b.id)
-def test_checked_block_is_real_output(block: Block):
-    check(block, scratch())
+def test_checked_block_is_real_output(block: Block, tmp_path: Path):
+    check(block, scratch(tmp_path))
 
 
 @pytest.mark.slow
-def test_checked_slow_blocks_are_real_output():
+def test_checked_slow_blocks_are_real_output(tmp_path: Path):
     """The blocks that export (digits) in one shared directory, in file order, README first."""
     slow = [b for b in ALL if b.marker == "check slow"]
     assert slow
-    work = scratch()
+    work = scratch(tmp_path)
     for block in slow:
         check(block, work)
 
@@ -203,7 +203,7 @@ def test_schema_reference_lists_every_top_level_field():
 
 
 if __name__ == "__main__":  # print the real output of a file's checked blocks, to paste into it
-    work = scratch()
+    work = scratch(Path(tempfile.mkdtemp(prefix="edge-export-docs-")))
     for block in blocks(Path(sys.argv[1]).resolve()):
         if block.marker and block.marker.startswith("check"):
             for command, out in zip(block.commands, run_block(block, work)):
