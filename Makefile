@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-extended test-fast lint bench bench-llm bench-quant zoo zoo-latency release demo-apps clean
+.PHONY: setup demo test test-extended test-fast lint docs bench bench-llm bench-quant zoo zoo-latency release demo-apps clean
 
 # The environment: torch is pinned to exactly 2.13.0 (the CPU wheel on the machines'
 # disk); constraints.txt pins every other package to the set the suite was run with.
@@ -36,6 +36,7 @@ TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not extended" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	$(MAKE) --no-print-directory docs
 
 # The long tail too: every Core ML architecture, the second LLM, the failed-gate LLM run.
 test-extended: setup
@@ -71,8 +72,13 @@ LATENCY_MODELS ?= small_cnn,efficientnet_lite0,all_minilm_l6_v2,bert,vit,gpt2
 zoo-latency: setup
 	$(BIN)/python zoo/run.py --latency --models $(if $(MODELS),$(MODELS),$(LATENCY_MODELS))
 
+# The docs site (mkdocs.yml) into site/: --strict fails on a broken link, a missing page or a
+# missing included file; docs/hooks.py generates the command, recipe and schema reference.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 lint: setup
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf dist .pytest_cache
+	rm -rf dist site .pytest_cache
