@@ -228,7 +228,7 @@ def render(report: dict[str, Any]) -> str:
              + " ¹ against the fp32 weights (4 bytes × parameters), where no fp32 artifact was built. A `failed` "
              "1.1 B row is its top-1 gate on random weights (near-flat logits flip under int8 activations; the "
              "package is kept under `.failed/`); before/after figures, the memory strategy and decode speed "
-             "against machine load: edge_export/llm/README.md, 'Memory and large models'.")
+             "against machine load: docs/llm-internals.md, 'Memory'.")
     return head + "\n".join(lines) + _eager(report) + large + "\n"
 
 
