@@ -68,6 +68,9 @@ def test_plain_output_is_a_readable_report():
     proc = run_cli("inspect", f"{HANDED_OVER}:nhwc_input", "--target", "tflite")
     assert proc.returncode == 0, proc.stderr
     assert "compression: none found" in proc.stdout and "tflite" in proc.stdout
+    # off a terminal the header is one line, however long (rich wrapped it at 80 columns)
+    header = proc.stdout.splitlines()[0]
+    assert header.startswith("handed_over-nhwc_input (") and header.endswith("sparsity 0.0%"), header
 
 
 def test_every_target_sees_the_model_as_exported_whatever_the_order():
