@@ -57,8 +57,9 @@ def llm_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], max_
                          title="edge-export llm report")
         error = _run_error(code, results)
         if as_json:
-            emit({"ok": code == 0, "packages": results, **({"skipped": [s.to_json() for s in skipped]}
-                                                          if skipped else {}), **({"error": error} if error else {})})
+            extra = {**({"skipped": [s.to_json() for s in skipped]} if skipped else {}),
+                     **({"error": error} if error else {})}
+            emit({"ok": code == 0, "packages": results, **extra})
         else:
             _print_results(results, skipped)
         if error:
@@ -72,6 +73,7 @@ def llm_targets_for(names: tuple[str, ...]) -> tuple[list[str], list[Any]]:
     from dataclasses import replace
 
     from edge_export.build.exporter import availability, select_targets
+    from edge_export.errors import UsageError
     from edge_export.llm.backend import get_backend, llm_targets
 
     chosen, skipped = select_targets(names)
@@ -81,6 +83,9 @@ def llm_targets_for(names: tuple[str, ...]) -> tuple[list[str], list[Any]]:
             get_backend(target)  # raises: no LLM backend for this target
         chosen.remove(target)
         skipped.append(replace(availability(target), refusal="it has no LLM backend"))
+    if not chosen:
+        raise UsageError("--target all: no installed target has an LLM backend",
+                         hint=f"LLM targets: {', '.join(sorted(backends))}")
     return chosen, skipped
 
 
