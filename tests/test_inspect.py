@@ -68,3 +68,18 @@ def test_plain_output_is_a_readable_report():
     proc = run_cli("inspect", f"{HANDED_OVER}:nhwc_input", "--target", "tflite")
     assert proc.returncode == 0, proc.stderr
     assert "compression: none found" in proc.stdout and "tflite" in proc.stdout
+    # off a terminal the header is one line, however long (rich wrapped it at 80 columns)
+    header = proc.stdout.splitlines()[0]
+    assert header.startswith("handed_over-nhwc_input (") and header.endswith("sparsity 0.0%"), header
+
+
+def test_every_target_sees_the_model_as_exported_whatever_the_order():
+    """README's example: BERT's non-persistent buffers (position_ids) are lifted constants, and
+    android's pre-flight lowering used to pop them from the program the next target checked,
+    so ios and tflite "failed" with KeyError on a model that exports on all three."""
+    report = inspect_json(f"{HANDED_OVER}:bert_classifier", "--target", "all")
+    assert list(report["targets"]) == ["android", "ios", "tflite"]  # android checked first
+    for target in ("ios", "tflite"):
+        found = report["targets"][target]
+        assert (found["status"], found["not_converted"], found.get("error")) == ("ok", [], None), target
+    assert report["targets"]["android"]["status"] in ("ok", "partly delegated")

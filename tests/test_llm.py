@@ -158,13 +158,14 @@ def _one_line_error(proc, code: int, words: str) -> None:
 
 
 def test_missing_model_directory(tmp_path: Path) -> None:
-    proc = run_cli("llm", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "dist"))
+    proc = run_cli("llm", "--model", str(tmp_path / "nope"), "--target", "android", "--out", str(tmp_path / "dist"))
     _one_line_error(proc, 2, "does not exist")
 
 
 def test_not_a_causal_lm(tmp_path: Path) -> None:
     (tmp_path / "m.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(4, 4)\n")
-    proc = run_cli("llm", "--model", f"{tmp_path / 'm.py'}:build", "--out", str(tmp_path / "dist"))
+    proc = run_cli("llm", "--model", f"{tmp_path / 'm.py'}:build", "--target", "android",
+                   "--out", str(tmp_path / "dist"))
     _one_line_error(proc, 2, "not a transformers causal LM")
 
 
@@ -173,12 +174,13 @@ def test_checkpoint_of_a_non_causal_model(tmp_path: Path) -> None:
 
     ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
         tmp_path / "vit")
-    proc = run_cli("llm", "--model", str(tmp_path / "vit"), "--out", str(tmp_path / "dist"))
+    proc = run_cli("llm", "--model", str(tmp_path / "vit"), "--target", "android", "--out", str(tmp_path / "dist"))
     _one_line_error(proc, 2, "not a causal language model")
 
 
 def test_max_context_beyond_the_model(tmp_path: Path) -> None:
-    proc = run_cli("llm", "--model", str(TINY_LM), "--max-context", "4096", "--out", str(tmp_path / "dist"))
+    proc = run_cli("llm", "--model", str(TINY_LM), "--target", "android", "--max-context", "4096",
+                   "--out", str(tmp_path / "dist"))
     _one_line_error(proc, 2, "exceeds the model's max_position_embeddings 512")
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
 
@@ -190,7 +192,8 @@ def test_generate_refuses_a_non_llm_package(tmp_path: Path) -> None:
 
 
 def test_unknown_recipe_is_refused_before_loading(tmp_path: Path) -> None:
-    proc = run_cli("llm", "--model", str(TINY_LM), "--recipe", "3bit", "--out", str(tmp_path / "dist"))
+    proc = run_cli("llm", "--model", str(TINY_LM), "--target", "android", "--recipe", "3bit",
+                   "--out", str(tmp_path / "dist"))
     _one_line_error(proc, 2, "unknown LLM recipe '3bit'")
 
 
@@ -202,8 +205,8 @@ def test_failed_gate_publishes_nothing(tmp_path: Path) -> None:
     recipe.write_text('name = "strict"\n[quantization]\nweights = "float32"\n'
                       '[gates]\ngreedy_steps = 4\nmin_logits_cosine = 1.5\n')
     out = tmp_path / "dist"
-    proc = run_cli("llm", "--model", str(TINY_LM), "--recipe", str(recipe), "--max-context", "32", "--name", "q",
-                   "--out", str(out), cwd=ROOT)
+    proc = run_cli("llm", "--model", str(TINY_LM), "--target", "android", "--recipe", str(recipe),
+                   "--max-context", "32", "--name", "q", "--out", str(out), cwd=ROOT)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "gate failed: logits cosine" in proc.stderr
     assert not (out / "q-0.1.0").exists()

@@ -165,6 +165,12 @@ class Exporter(abc.ABC):
         Empty where the exporter predicts nothing."""
         return {}
 
+    def check_runtime(self) -> str | None:
+        """For ``edge-export doctor``: load the runtime parity would run on here (no artifact
+        needed) and return its name; raise whatever the load raises when it cannot run on this
+        host (a missing native library, an unsupported platform). None: no check is declared."""
+        return None
+
     @abc.abstractmethod
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         """Lower to the target format and write the artifact at ``dest``."""

@@ -37,10 +37,11 @@ def inspect_cmd(model: str, targets: tuple[str, ...], inputs: tuple[str, ...], t
 
 
 def _print(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from edge_export.cli.progress import output_console
+
+    console = output_console()
     c = report["compression"]
     console.print(f"[bold]{report['name']}[/] ({report['model']}): {report['parameters']:,} parameters, "
                   f"dtypes {report['dtypes']}, sparsity {c['sparsity']:.1%}")
@@ -62,6 +63,8 @@ def _print(report: dict[str, Any]) -> None:
     carried = any("ships_as" in found for found in report["targets"].values())
     targets = Table("target", "prediction", "ops that will not convert", "ops not delegated",
                     *(["ships as (its own quantization)"] if carried else []))
+    for column in targets.columns:
+        column.overflow = "fold"  # op names whole, wrapped on a narrow terminal
     for target, found in report["targets"].items():
         targets.add_row(target, found["status"], ", ".join(found["not_converted"]) or found.get("error", ""),
                         ", ".join(found["not_delegated"]), *([found.get("ships_as", "")] if carried else []))

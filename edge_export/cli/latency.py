@@ -104,8 +104,9 @@ def latency_cmd(packages: tuple[Path, ...], model: str | None, threads: int, run
         emit(result)
     if as_json:
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from edge_export.cli.progress import output_console
 
     table = Table(title=f"host latency, {threads} thread(s), {runs} interleaved runs after "
                         f"{warmup} warm-up; load {result['load_avg_1m']} on {result['cpu_count']} cores")
@@ -118,7 +119,7 @@ def latency_cmd(packages: tuple[Path, ...], model: str | None, threads: int, run
         ratio = f"{row['vs_eager']:.2f}x" if "vs_eager" in row else "–"
         table.add_row(row["label"], row["runtime"], f"{row['min_ms']:.3f}",
                       f"{row['median_ms']:.3f}", f"{row['p90_ms']:.3f}", ratio)
-    Console().print(table)
+    output_console().print(table)
     if result["fastest"]:
         click.echo(f"fastest: {result['fastest']} (by min; the MIL reference executor is not "
                    "a device runtime and is left out)")

@@ -40,6 +40,7 @@ Exit codes:
 LAZY_COMMANDS = {
     "bundle": "edge_export.cli.bundle:bundle_cmd",
     "coreml-ops": "edge_export.cli.bundle:coreml_ops_cmd",
+    "doctor": "edge_export.cli.doctor:doctor_cmd",
     "generate": "edge_export.llm.commands:generate_cmd",
     "inspect": "edge_export.cli.inspect:inspect_cmd",
     "latency": "edge_export.cli.latency:latency_cmd",

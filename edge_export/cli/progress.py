@@ -1,10 +1,12 @@
-"""Progress on stderr: a live line per (target, recipe) on a terminal, plain lines otherwise."""
+"""What the CLI draws: progress on stderr (a live line per (target, recipe) on a terminal, plain
+lines otherwise) and the consoles every table of the CLI is printed on (``output_console``)."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from typing import IO
 
 from rich.console import Console
 from rich.live import Live
@@ -16,12 +18,25 @@ from edge_export.quant import calibrating
 # Calibration loops shorter than this finish before a bar is worth drawing.
 CALIBRATION_BAR_MIN = 8
 STATUS_STYLE = {"passed": "green", "not-run": "yellow", "failed": "red", "error": "red"}
+# Width of a console that is not a terminal (a pipe, a file, a CI log). Rich would draw at 80
+# columns there and cut cells ("executo…", "dist/d…"); tables are not expanded, so each takes
+# only the width its content needs and every row stays one line with every value whole.
+UNBOUNDED_WIDTH = 100_000
+
+
+def output_console(stderr: bool = False, file: IO[str] | None = None) -> Console:
+    """A console for tables and report lines: the terminal's width on a terminal, unbounded
+    width anywhere else, so ``| tee log.txt`` keeps whole package paths and runtime names."""
+    console = Console(file=file or (sys.stderr if stderr else sys.stdout))
+    if not console.is_terminal:
+        console.width = UNBOUNDED_WIDTH
+    return console
 
 
 class Progress:
     def __init__(self, keys: list[tuple[str, str]], quiet: bool = False) -> None:
         # A private copy of stderr: jobs redirect fd 2 to capture toolchain chatter.
-        self.console = Console(file=os.fdopen(os.dup(2), "w"), force_terminal=sys.stderr.isatty())
+        self.console = output_console(file=os.fdopen(os.dup(2), "w"))
         self.rows = {k: {"stage": "waiting", "since": time.monotonic(), "start": None,
                          "status": ""} for k in keys}
         self.quiet = quiet

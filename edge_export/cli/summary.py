@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from edge_export.build.exporter import availability, target_names
 from edge_export.build.pipeline import RunReport
+from edge_export.cli.progress import output_console
 from edge_export.quant.recipe import builtin_recipes
 
 METRIC_KEYS = ("max_abs", "mean_abs", "cosine", "snr_db", "top1_agreement")
@@ -69,11 +69,14 @@ def run_error(report: RunReport) -> dict[str, Any] | None:
 
 
 def print_summary(report: RunReport, out: Path) -> None:
-    console = Console(stderr=True)
+    """The table on stdout (the run's result, what ``| tee log.txt`` keeps), the reasons,
+    skips and partial successes on stderr. Off a terminal every row is one whole line; on a
+    narrow terminal a long runtime or path folds onto more lines rather than being cut."""
+    console, notes = output_console(), output_console(stderr=True)
     table = Table(title="edge-export", show_lines=False)
     for col in ("target", "recipe", "result", "runtime", "bytes", "worst cosine", "SNR dB",
                 "package"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for result in report.results:
         parity = result.parity or {}
         worst = (result.manifest or {}).get("parity", {}).get("worst", {})
@@ -88,13 +91,13 @@ def print_summary(report: RunReport, out: Path) -> None:
     for result in report.results:
         reason = result.error or (result.parity or {}).get("reason")
         if reason:
-            console.print(f"{result.target}/{result.recipe}: {reason}", highlight=False)
+            notes.print(f"{result.target}/{result.recipe}: {reason}", highlight=False)
     succeeded = [f"{r.target}/{r.recipe}" for r in report.results if r.status != "error"]
     if any(r.status == "error" for r in report.results) and succeeded:
-        console.print(f"succeeded: {', '.join(succeeded)}", highlight=False)
+        notes.print(f"succeeded: {', '.join(succeeded)}", highlight=False)
     for skipped in report.skipped:
-        console.print(f"skipped {skipped.target} (--target all): {skipped.describe()}",
-                      highlight=False, markup=False, soft_wrap=True)
+        notes.print(f"skipped {skipped.target} (--target all): {skipped.describe()}",
+                    highlight=False, markup=False, soft_wrap=True)
     if report.published:
         console.print(f"packages are in {out}/", highlight=False)
 
@@ -118,13 +121,14 @@ def recipe_matrix() -> dict[str, dict[str, Any]]:
 
 
 def print_recipe_matrix(matrix: dict[str, dict[str, Any]]) -> None:
-    console = Console()
+    console = output_console()
     targets = target_names()
     table = Table(title="recipes × targets", show_lines=True)
     table.add_column("recipe", style="bold")
     statuses = {t: availability(t) for t in targets}
     for target in targets:
-        table.add_column(target if statuses[target].installed else f"{target} [red](not installed)[/]")
+        table.add_column(target if statuses[target].installed else f"{target} [red](not installed)[/]",
+                         overflow="fold")
     order = ["fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight", "int4-weight", "8da4w",
              "palettize4"]
     for name in sorted(matrix, key=lambda n: (order.index(n) if n in order else 99, n)):

@@ -16,7 +16,6 @@ import gc
 import json
 import resource
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,18 +185,6 @@ def _build_in(staged: Path, lm: LoadedLM, owned: list[Any], backend: LLMBackend,
     manifest = pk.finish_manifest(staged, manifest)
     where = (package_dir if report.passed else failed_dir)(opts.out, name, opts.version, backend.target, recipe.name)
     publish(staged, where)
-    return {"target": backend.target, "recipe": recipe.name, "status": status, "path": str(where),
-            "bytes": manifest["artifact"]["bytes"], "metrics": report.metrics, "failures": report.failures,
-            "timings": timings}
-
-
-def print_results(results: list[dict[str, Any]]) -> None:
-    for r in results:
-        m = r["metrics"]
-        ppl = m.get("perplexity", {})
-        print(f"{r['target']:8} {r['recipe']:5} {r['status']:7} {r['bytes']:>10,} B  "
-              f"ppl float {ppl.get('float', 0):.2f} artifact {ppl.get('artifact', 0):.2f}  "
-              + (f"top-1 {m['top1_agreement']:.3f}  " if "top1_agreement" in m else
-                 f"cosine {m.get('greedy_worst_logits_cosine', 0):.6f}  ")
-              + f"export {r['timings']['export_s']:.1f}s  peak RSS {r['timings']['peak_rss_mb']:.0f} MB",
-              file=sys.stdout)
+    return {"target": backend.target, "recipe": recipe.name, "status": status, "runtime": backend.runtime_name,
+            "path": str(where), "bytes": manifest["artifact"]["bytes"], "metrics": report.metrics,
+            "failures": report.failures, "timings": timings}

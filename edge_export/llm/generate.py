@@ -57,7 +57,7 @@ def generate(pkg: Path, prompt: str, max_new_tokens: int, out: TextIO = sys.stdo
     err.write(f"prefill {stats['prompt_tokens']} tokens at {stats['prefill_tok_s']:.1f} tok/s, "
               f"decode {stats['new_tokens'] - 1} tokens at {stats['decode_tok_s']:.1f} tok/s "
               f"({manifest['runtime']['runtime']})\n")
-    return {"ids": tokens, **stats}
+    return {"ids": tokens, "text": tokenizer.decode(tokens), "runtime": manifest["runtime"]["runtime"], **stats}
 
 
 def regenerate_goldens(pkg: Path, manifest: dict[str, Any]) -> Any:

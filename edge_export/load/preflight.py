@@ -9,6 +9,7 @@ delegation summary), and it costs one torch.export plus each target's cheapest c
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
 from pathlib import Path
@@ -53,7 +54,11 @@ def inspect_model(spec: str, targets: list[str], input_specs: list[TensorSpec] =
     report["ops"] = dict(Counter(_op(n.target) for n in program.graph.nodes
                                  if n.op == "call_function").most_common())
     with toolchain_output(Path(os.devnull)):  # converters print progress and graphs
-        report["targets"] = {t: _target_preflight(t, program) for t in targets}
+        # Each target gets its own copy, as each export job loads its own program.pt2: lowering
+        # passes edit a program in place (ExecuTorch's constant propagation pops the lifted
+        # constants from the dict that run_decompositions shares with its input), so the target
+        # checked after android would otherwise meet a program missing its buffers (KeyError).
+        report["targets"] = {t: _target_preflight(t, copy.deepcopy(program)) for t in targets}
     if loaded.compression.quantized:
         for target, found in report["targets"].items():
             found["ships_as"] = _ships_as(target, report["compression"])

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_export.build.exporter import RuntimeUnavailable
+from edge_export.release.bundle import is_llm_manifest
 from edge_export.verify.integrity import GoldenRun, opened, run_golden
 from edge_export.verify.parity import output_metrics
 
@@ -41,6 +42,12 @@ class PackageView:
 def _view(folder: Path) -> PackageView:
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     label = f"{manifest['name']} {manifest['version']} {manifest['target']}/{manifest['recipe']['name']}"
+    if is_llm_manifest(manifest):  # its goldens are prompts: re-generated token for token, as verify does
+        from edge_export.llm.generate import regenerate_goldens
+
+        result = regenerate_goldens(folder, manifest)
+        return PackageView(label, manifest, {}, {}, result.runtime, None,
+                           note=f"golden prompts re-run on the host: {result.status} ({result.reason})")
     try:
         golden = run_golden(folder, manifest)
     except RuntimeUnavailable as exc:

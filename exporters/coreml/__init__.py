@@ -67,6 +67,15 @@ class CoreMLExporter(Exporter):
         if sys.platform != "darwin":
             from . import mil  # noqa: F401
 
+    def check_runtime(self) -> str:
+        if sys.platform == "darwin":  # what MLModel.predict runs on; coremltools logs, not raises, without it
+            from coremltools.libcoremlpython import _MLModelProxy  # noqa: F401
+
+            return "coreml"
+        from . import mil  # noqa: F401 - the reference executor and its kernels
+
+        return "mil-reference"
+
     def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
         import numpy as np
 

@@ -44,6 +44,12 @@ class ExecuTorchExporter(Exporter):
         from executorch.backends.xnnpack.partition import xnnpack_partitioner  # noqa: F401
         from executorch.exir import to_edge_transform_and_lower  # noqa: F401
 
+    def check_runtime(self) -> str:
+        from executorch.runtime import Runtime
+
+        Runtime.get()  # loads the pybindings and their kernels
+        return self.runtime_name
+
     def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
         import executorch.kernels.quantized  # noqa: F401 - registers q/dq ops left outside XNNPACK
         import numpy as np

@@ -50,6 +50,11 @@ class LiteRTExporter(Exporter):
         import litert_torch  # noqa: F401
         from ai_edge_litert import interpreter  # noqa: F401
 
+    def check_runtime(self) -> str:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401 - loads the native interpreter
+
+        return self.runtime_name
+
     def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
         import numpy as np
         from ai_edge_litert.interpreter import Interpreter
