@@ -202,7 +202,8 @@ def test_quantize_embeddings_needs_quantized_weights(tmp_path: Path) -> None:
     recipe = tmp_path / "bad.toml"
     recipe.write_text('[quantization]\nweights = "float32"\nquantize_embeddings = true\n'
                       '[gates]\nmin_logits_cosine = 0.9999\n')
-    proc = run_cli("llm", "--model", str(TINY_LM), "--recipe", str(recipe), "--out", str(tmp_path / "d"), cwd=ROOT)
+    proc = run_cli("llm", "--model", str(TINY_LM), "--target", "tflite", "--recipe", str(recipe),
+                   "--out", str(tmp_path / "d"), cwd=ROOT)
     assert proc.returncode == 2 and "quantize_embeddings needs quantized weights" in proc.stderr
 
 
