@@ -22,9 +22,11 @@ from edge_export.cli.main import EXIT_CODES_HELP, _check_package_id
 @click.option("--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
 @click.option("--name", help="Package name (default: the checkpoint directory's name).")
 @click.option("--version", "pkg_version", default="0.1.0", show_default=True)
+@click.option("--allow-unverified", is_flag=True,
+              help="Publish a package this host cannot run (\"verified\": false) and exit 0 (else: exit 4).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def llm_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], max_context: int, out: Path,
-            name: str | None, pkg_version: str, debug: bool) -> None:
+            name: str | None, pkg_version: str, allow_unverified: bool, debug: bool) -> None:
     """Export a decoder LLM with a static KV cache, verify it by generation, and package it
     with its tokenizer and generation config."""
     from edge_export.llm.backend import llm_targets
@@ -37,7 +39,8 @@ def llm_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], max_
     from edge_export.llm.build import LLMOptions, print_results, run_llm
 
     code, results = run_llm(LLMOptions(model=model, targets=chosen, recipes=recipes, max_context=max_context,
-                                       out=out, name=name, version=pkg_version),
+                                       out=out, name=name, version=pkg_version,
+                                       allow_unverified=allow_unverified),
                             log=lambda line: click.echo(line, err=True))
     print_results(results)
     raise SystemExit(code)
