@@ -29,7 +29,7 @@ from edge_export.errors import (
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0  every package passed its gates (with --allow-unverified: or could not be run here)
+  0  every package passed its gates (or, with --allow-unverified, could not be run here)
   1  a parity or accuracy gate failed (the package is kept under OUT/.failed/)
   2  usage error or bad input (model spec, inputs, recipe, data, package)
   3  the toolchain failed to export or lower (--debug shows the traceback)
