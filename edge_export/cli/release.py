@@ -71,7 +71,9 @@ def verify_cmd(package: Path, max_bytes: int, as_json: bool, allow_unverified: b
 def release_cmd(config: Path, out: Path, version: str | None, jobs: int, executor: str,
                 ray_address: str | None, keep_going: bool, debug: bool) -> None:
     """Build every model x target x recipe of CONFIG (TOML) into OUT/<version>/: zips,
-    SHA256SUMS, index.json, RELEASE_NOTES.md and report.html — all or nothing."""
+    SHA256SUMS, index.json, RELEASE_NOTES.md and report.html — all or nothing. A package whose
+    artifact could not be run here is refused by name (exit 4) unless the config sets
+    allow_unverified = true (top level or per [[models]])."""
     from edge_export.release.run import release
 
     result = release(config, out, executor=executor, workers=jobs, keep_going=keep_going,
