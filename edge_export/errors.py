@@ -14,7 +14,24 @@ EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TOOLCHAIN = 3
+EXIT_UNVERIFIED = 4
 EXIT_INTERRUPTED = 130
+
+
+def outcome_code(error_codes: list[int], failed: bool, unverified: bool) -> int:
+    """The exit code of a run of several packages, by precedence: a toolchain error (3), then
+    any other job error (its own code, e.g. 2), then a failed gate (1), then an unverified
+    package (4: built, but its runtime could not run it, and not allowed), then 0.
+
+    Each step down is a milder fault: an error built nothing, a failed gate built something
+    measured to be wrong, an unverified package built something nobody measured. A script
+    checking ``$? -ne 0`` stops on all of them; one that tolerates 4 (``--allow-unverified``
+    says the same) still stops on anything that did run and fail."""
+    if error_codes:
+        return EXIT_TOOLCHAIN if EXIT_TOOLCHAIN in error_codes else error_codes[0]
+    if failed:
+        return EXIT_GATE_FAILED
+    return EXIT_UNVERIFIED if unverified else EXIT_OK
 
 
 def exit_process(code: int) -> None:
@@ -90,6 +107,13 @@ class GateFailed(EdgeExportError):
     """A parity or accuracy gate failed, or a package does not verify: exit 1."""
 
     exit_code = EXIT_GATE_FAILED
+
+
+class Unverified(EdgeExportError):
+    """The artifact could not be run on its runtime here, and --allow-unverified was not
+    given: exit 4 (the package is kept under OUT/.failed/, never published)."""
+
+    exit_code = EXIT_UNVERIFIED
 
 
 class Interrupted(EdgeExportError):

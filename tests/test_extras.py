@@ -150,7 +150,10 @@ def test_target_all_builds_the_installed_target_and_says_what_it_skipped(tflite_
 @pytest.mark.slow
 def test_verify_without_the_runtime_checks_integrity_and_skips_the_golden_rerun(tflite_only, tmp_path):
     package = make_package(tmp_path / "pkgs", target="ios")
-    proc = _cli(tflite_only, "verify", package, cwd=tmp_path)
+    refused = _cli(tflite_only, "verify", package, cwd=tmp_path)  # the hashes hold, but nothing ran it
+    assert refused.returncode == 4, refused.stderr
+    assert "files match, but the golden outputs were not re-run" in refused.stderr, refused.stderr
+    proc = _cli(tflite_only, "verify", package, "--allow-unverified", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok: digits 0.1.0 ios/fp32:") and "files match" in proc.stdout
     warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
@@ -159,7 +162,7 @@ def test_verify_without_the_runtime_checks_integrity_and_skips_the_golden_rerun(
                        '(hint: pip install "edge-export[ios]")'], proc.stderr
 
     (package / "labels.txt").write_text("tampered\n")  # the hashes are still checked
-    tampered = _cli(tflite_only, "verify", package, cwd=tmp_path)
+    tampered = _cli(tflite_only, "verify", package, "--allow-unverified", cwd=tmp_path)
     assert tampered.returncode == 1 and "labels.txt" in tampered.stderr, tampered.stderr
 
 

@@ -1,10 +1,11 @@
 """Content cache of lowered artifacts and their verification results.
 
 An entry is keyed by everything that can change the artifact or its parity, accuracy
-and latency results: the model (weights hash, exported-graph hash, input and output
-names), the target, the recipe (its file's sha256 and parameters), the gates, the data
-(parity, calibration and evaluation arrays), and the versions of the toolchain, the
-runtime, Python and edge-export's own source. A re-run with the same key copies the
+and latency results: the model (weights hash, exported-graph hash, input specs, output
+names and kinds, labels, preprocessing, compression: see ``model_key``), the target, the
+recipe (its file's sha256 and parameters), the gates, the data (parity, calibration and
+evaluation arrays), and the versions of the toolchain, the runtime, Python and
+edge-export's own source. A re-run with the same key copies the
 artifact and reuses the results; only the package is rebuilt.
 
 Every entry records the sha256 of its artifact and of its results; a lookup that
@@ -30,7 +31,7 @@ from typing import Any
 from edge_export import __version__
 from edge_export.package.hashing import artifact_sha256
 
-FORMAT = 1
+FORMAT = 2  # 2: the model part holds every ModelInfo field (model_key)
 ENTRY = "entry.json"
 
 
@@ -66,14 +67,27 @@ def source_sha256() -> str:
     return digest.hexdigest()
 
 
+# ModelInfo fields that only say where the model came from or what its package is called:
+# the artifact and its results never contain them (the package around them is rebuilt on
+# every run), and the model itself enters the key by its weights and exported graph.
+MODEL_NOT_IN_KEY = frozenset({"spec", "trust_pickle", "input_overrides", "name", "version"})
+
+
+def model_key(model: Any) -> dict[str, Any]:
+    """Every field of the model's ``ModelInfo`` but those of ``MODEL_NOT_IN_KEY``: output
+    names and kinds (which decide the top-1 gate), labels, preprocessing, compression, input
+    specs, hashes — and whatever field is added later, unless it is excluded there on purpose."""
+    import dataclasses
+
+    return {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in MODEL_NOT_IN_KEY}
+
+
 def job_key(job: Any, exporter: Any, inputs_sha256: dict[str, str]) -> str:
     """The cache key of one (target, recipe) job; ``inputs_sha256`` holds the graph and
     data hashes computed by the export stage."""
     parts = {
         "format": FORMAT,
-        "model": {"weights": job.model.weights_sha256, **inputs_sha256,
-                  "inputs": [s.to_json() for s in job.model.inputs],
-                  "outputs": list(job.model.output_names)},
+        "model": {**model_key(job.model), **inputs_sha256},
         "target": job.target,
         "recipe": job.recipe.to_json(),
         "gates": {"max_accuracy_drop": job.max_accuracy_drop, "inputs": job.parity_inputs_from},
@@ -82,7 +96,15 @@ def job_key(job: Any, exporter: Any, inputs_sha256: dict[str, str]) -> str:
                   "edge-export": __version__, "edge-export-source": source_sha256(),
                   "python": sys.version.split()[0], "platform": sys.platform},
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=_jsonable).encode()).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """Key parts that JSON cannot encode as they are: dataclasses (TensorSpec, DynamicDim) by
+    their fields, anything else by its text."""
+    import dataclasses
+
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
 
 
 def _results_sha256(results: dict[str, Any]) -> str:

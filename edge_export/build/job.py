@@ -77,6 +77,12 @@ class JobResult:
     # the package: packages must be byte-identical for identical inputs.
     latency: dict[str, Any] | None = None
 
+    @property
+    def verified(self) -> bool:
+        """The artifact was run on its runtime and compared with PyTorch (passed or failed);
+        False for not-run (the host could not run it) and for a job that built nothing."""
+        return self.parity.get("status") in ("passed", "failed")
+
 
 Report = Callable[[tuple[str, str], str], None]
 
@@ -263,6 +269,7 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
         "name": model.name,
         "version": model.version,
         "target": job.target,
+        "verified": parity["status"] != "not-run",  # False: nothing ran this artifact
         "format": exporter.format,
         "recipe": {"name": job.recipe.name, "summary": job.recipe.summary,
                    "scheme": job.recipe.scheme, "params": job.recipe.params,

@@ -19,12 +19,10 @@ from edge_export.build.job import Job, JobResult, ModelInfo, run_job
 from edge_export.build.workers import WorkerPool
 from edge_export.cli.progress import Progress
 from edge_export.errors import (
-    EXIT_GATE_FAILED,
-    EXIT_OK,
-    EXIT_TOOLCHAIN,
     CannotCarry,
     Interrupted,
     UsageError,
+    outcome_code,
 )
 from edge_export.faultpoints import AFTER_EXPORT, BEFORE_PUBLISH, pause_point
 from edge_export.load.tensors import DynamicDim, TensorSpec
@@ -67,6 +65,7 @@ class ExportOptions:
     cache_dir: Path | None = None  # content cache (edge_export.build.cache); None bypasses it
     threads: int = 1  # every runtime's thread pool while latency is measured (--threads)
     keep_float: str | None = None  # --keep-float auto: overrides the recipes' keep_float
+    allow_unverified: bool = False  # publish packages whose runtime could not run them (exit 0)
 
 
 @dataclass
@@ -74,15 +73,22 @@ class RunReport:
     results: list[JobResult] = field(default_factory=list)
     published: dict[tuple[str, str], Path] = field(default_factory=dict)
     skipped: list[Availability] = field(default_factory=list)  # targets --target all left out
+    allow_unverified: bool = False  # --allow-unverified: a not-run package is published, exit 0
+
+    def publishes(self, result: JobResult) -> bool:
+        """A package goes to its final place when its gates passed, or when its runtime could
+        not run it and the user allowed that; everything else stays under ``.failed/``."""
+        return result.status == "passed" or (result.status == "not-run" and self.allow_unverified)
+
+    @property
+    def refused_unverified(self) -> list[JobResult]:
+        return [r for r in self.results if r.status == "not-run" and not self.allow_unverified]
 
     @property
     def exit_code(self) -> int:
-        codes = [r.error_code for r in self.results if r.status == "error"]
-        if codes:
-            return EXIT_TOOLCHAIN if EXIT_TOOLCHAIN in codes else codes[0]
-        if any(r.status == "failed" for r in self.results):
-            return EXIT_GATE_FAILED
-        return EXIT_OK
+        """Precedence in ``errors.outcome_code``: error 3 > other errors > gate failed 1 > unverified 4."""
+        return outcome_code([r.error_code for r in self.results if r.status == "error"],
+                            any(r.status == "failed" for r in self.results), bool(self.refused_unverified))
 
 
 def resolve_targets(names: tuple[str, ...]) -> list[str]:
@@ -251,7 +257,7 @@ def run_export(opts: ExportOptions) -> RunReport:
     from edge_export.build import workspace  # imports torch
 
     root = staging_root(opts.out)
-    report = RunReport(skipped=skipped)
+    report = RunReport(skipped=skipped, allow_unverified=opts.allow_unverified)
     progress = Progress([(t, r.name) for t, r in plan], quiet=opts.quiet)
     pool = None
     try:
@@ -379,7 +385,7 @@ def _publish_locked(report: RunReport, jobs: list[Job], out: Path, model: ModelI
         if result.staged is None:
             continue
         archive = None
-        if result.status in ("passed", "not-run"):
+        if report.publishes(result):
             dest = package_dir(out, model.name, model.version, job.target, job.recipe.name)
             check_replaceable(dest, model, force)  # again under the lock: a run may have raced us
             archive = write_zip(result.staged, result.staged.parent / zip_name(

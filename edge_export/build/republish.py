@@ -151,7 +151,7 @@ def republish(opts: Any, root: Path, entry: Path, meta: dict, skipped: list,
         if any(not done and folder is None for done, folder in ready):
             return None
         cached = round(time.monotonic() - start, 3)
-        report = RunReport(skipped=skipped)
+        report = RunReport(skipped=skipped, allow_unverified=opts.allow_unverified)
         with publish_lock(opts.out):
             for (done, _), dest in zip(ready, dests, strict=True):  # all checked before any is replaced
                 if not done:

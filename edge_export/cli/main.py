@@ -29,11 +29,14 @@ from edge_export.errors import (
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0  every package passed its gates (ios on Linux may report parity not-run)
+  0  every package passed its gates (or, with --allow-unverified, could not be run here)
   1  a parity or accuracy gate failed (the package is kept under OUT/.failed/)
   2  usage error or bad input (model spec, inputs, recipe, data, package)
   3  the toolchain failed to export or lower (--debug shows the traceback)
-  130 interrupted (Ctrl-C)"""
+  4  a package's artifact could not be run on this host, so nothing verified it (kept
+     under OUT/.failed/; --allow-unverified publishes it with "verified": false)
+  130 interrupted (Ctrl-C)
+  Several at once: 3, then 2, then 1, then 4."""
 
 
 # Subcommands live in their own modules and load on first use (name -> "module:attr").
@@ -177,6 +180,10 @@ def cli() -> None:
               metavar="FILE.html", help="Also write a self-contained HTML report of the packages.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout; logs go to stderr.")
+@click.option("--allow-unverified", is_flag=True,
+              help="Publish a package whose artifact this host cannot run (parity not-run, e.g. an ios "
+                   "op the Linux MIL reference executor lacks) with \"verified\": false, and exit 0; "
+                   "without it such a package is kept under OUT/.failed/ and the run exits 4.")
 @click.option("--force", is_flag=True,
               help="Replace a published package built from a different model (a released "
                    "name/version is otherwise immutable).")
@@ -186,7 +193,8 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
                trust_pickle: bool, validation_data: Path | None, parity_samples: int, calibration_data: Path | None,
                calibration_samples: int | None, keep_float: str | None, eval_data: Path | None,
                max_accuracy_drop: float | None, jobs: int, threads: int, cache_dir: Path | None, no_cache: bool,
-               report_path: Path | None, as_json: bool, force: bool, debug: bool) -> None:
+               report_path: Path | None, as_json: bool, allow_unverified: bool, force: bool,
+               debug: bool) -> None:
     """Export MODEL to each --target with each --recipe, verify, and package."""
     from edge_export.load.tensors import parse_dynamic_spec, parse_input_spec
 
@@ -204,7 +212,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
             validation_data=validation_data, parity_samples=parity_samples,
             calibration_data=calibration_data, calibration_samples=calibration_samples,
             eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug,
-            threads=threads, keep_float=keep_float,
+            threads=threads, keep_float=keep_float, allow_unverified=allow_unverified,
             force=force, cache_dir=None if no_cache else cache_dir or default_cache_dir())
         report = run_export(opts)
         if report_path is not None:

@@ -15,17 +15,24 @@ from edge_export.package.archive import MAX_EXTRACT_BYTES
 @click.option("--max-bytes", type=click.IntRange(1), default=MAX_EXTRACT_BYTES, show_default=True,
               help="Refuse a zip that extracts to more than this many bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--allow-unverified", is_flag=True,
+              help="Exit 0 when the golden outputs cannot be re-run on this host (integrity still checked).")
 @click.argument("package", type=click.Path(path_type=Path))
-def verify_cmd(package: Path, max_bytes: int, as_json: bool) -> None:
+def verify_cmd(package: Path, max_bytes: int, as_json: bool, allow_unverified: bool) -> None:
     """Check PACKAGE (a package directory or its .zip): manifest schema, every file's
     sha256 and size, and its golden inputs re-run on the host runtime at the recipe's
-    thresholds. Exit 0 ok, 1 mismatch, 2 malformed or unsafe input."""
+    thresholds. Exit 0 ok, 1 mismatch, 2 malformed or unsafe input, 4 golden outputs not
+    re-run here (runtime not installed or unable to run the artifact) unless --allow-unverified."""
+    from edge_export.errors import Unverified
     from edge_export.release.bundle import is_llm_manifest
     from edge_export.verify.integrity import verify
 
     checked = verify(package, max_bytes)
     m, parity = checked.manifest, checked.parity
-    if parity.status == "not-run":  # exit 0: integrity holds, but say what was not checked
+    if parity.status == "not-run" and not allow_unverified:  # the hashes hold, but nothing ran it
+        raise Unverified(f"{package}: files match, but the golden outputs were not re-run: {parity.reason}",
+                         hint="--allow-unverified accepts integrity alone")
+    if parity.status == "not-run":
         click.echo(f"warning: golden outputs not re-run: {parity.reason}", err=True)
     if as_json:
         click.echo(json.dumps({"ok": True, "package": str(package), "name": m["name"],
@@ -64,11 +71,15 @@ def verify_cmd(package: Path, max_bytes: int, as_json: bool) -> None:
 def release_cmd(config: Path, out: Path, version: str | None, jobs: int, executor: str,
                 ray_address: str | None, keep_going: bool, debug: bool) -> None:
     """Build every model x target x recipe of CONFIG (TOML) into OUT/<version>/: zips,
-    SHA256SUMS, index.json, RELEASE_NOTES.md and report.html — all or nothing."""
+    SHA256SUMS, index.json, RELEASE_NOTES.md and report.html — all or nothing. A package whose
+    artifact could not be run here is refused by name (exit 4) unless the config sets
+    allow_unverified = true (top level or per [[models]])."""
     from edge_export.release.run import release
 
     result = release(config, out, executor=executor, workers=jobs, keep_going=keep_going,
                      ray_address=ray_address, version=version, log=lambda m: click.echo(m, err=True))
     reused = sum(1 for o in result.outcomes if o.reused_from)
+    unverified = [o.job.label for o in result.outcomes if not o.verified]
     click.echo(f"release {result.version}: {len(result.outcomes)} packages "
-               f"({reused} reused) in {result.path}")
+               f"({reused} reused) in {result.path}"
+               + (f"; unverified, allowed by the config: {', '.join(unverified)}" if unverified else ""))

@@ -29,6 +29,7 @@ def report_json(report: RunReport) -> dict[str, Any]:
             "target": result.target,
             "recipe": result.recipe,
             "status": result.status,
+            "verified": result.verified,
             "path": str(path) if path else None,
             "artifact": str(path / artifact["path"]) if path and artifact else None,
             "sha256": artifact.get("sha256"),
@@ -63,7 +64,9 @@ def run_error(report: RunReport) -> dict[str, Any] | None:
         return None
     broken = [f"{r.target}/{r.recipe}: {r.error or (r.parity or {}).get('reason') or r.status}"
               for r in report.results if r.status in ("error", "failed")]
-    succeeded = [f"{r.target}/{r.recipe}" for r in report.results if r.status in ("passed", "not-run")]
+    broken += [f"{r.target}/{r.recipe}: not verified, kept under .failed/ (--allow-unverified publishes "
+               f"it): {r.parity.get('reason')}" for r in report.refused_unverified]
+    succeeded = [f"{r.target}/{r.recipe}" for r in report.results if report.publishes(r)]
     message = "; ".join(broken) + (f" (succeeded: {', '.join(succeeded)})" if succeeded else "")
     return {"code": report.exit_code, "message": " ".join(message.split())}
 
@@ -99,7 +102,9 @@ def print_summary(report: RunReport, out: Path) -> None:
         notes.print(f"skipped {skipped.target} (--target all): {skipped.describe()}",
                     highlight=False, markup=False, soft_wrap=True)
     if report.published:
-        console.print(f"packages are in {out}/", highlight=False)
+        unverified = [f"{r.target}/{r.recipe}" for r in report.results if report.publishes(r) and not r.verified]
+        console.print(f"packages are in {out}/" + (f" ({', '.join(unverified)} published unverified: "
+                      "nothing ran it; --allow-unverified)" if unverified else ""), highlight=False)
 
 
 def recipe_matrix() -> dict[str, dict[str, Any]]:

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_export.errors import EXIT_GATE_FAILED, EXIT_OK, ToolchainError, UsageError, summarize_exception
+from edge_export.build.exporter import RuntimeUnavailable
+from edge_export.errors import ToolchainError, UsageError, outcome_code, summarize_exception
 from edge_export.llm import evaluation as ev
 from edge_export.llm import package as pk
 from edge_export.llm.backend import ExportSpec, LLMBackend, get_backend
@@ -43,6 +44,7 @@ class LLMOptions:
     out: Path
     name: str | None = None
     version: str = "0.1.0"
+    allow_unverified: bool = False  # publish a package this host's runtime cannot run ("verified": false)
 
 
 @dataclass
@@ -77,7 +79,7 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
     source = {"model": lm.source, "architecture": type(lm.model).__name__,
               "parameters": sum(p.numel() for p in lm.model.parameters())}
     refs = _references(lm, tokenizer, spec, max(r.greedy_steps for r in recipes), source["parameters"])
-    results, code = [], EXIT_OK
+    results = []
     float_model = lm.model
     lm.model = None  # from here on the builds own the weights: one copy at a time
     for generic in recipes:
@@ -94,10 +96,11 @@ def run_llm(opts: LLMOptions, log: Any = print) -> tuple[int, list[dict[str, Any
             del model
             gc.collect()
             log(f"{backend.target}-{recipe.name}: {result['status']} -> {result['path']}"
-                + "".join(f"\n  gate failed: {f}" for f in result["failures"]))
+                + "".join(f"\n  gate failed: {f}" for f in result["failures"])
+                + (f"\n  not verified: {result['reason']}" if result["status"] == "not-run" else ""))
             results.append(result)
-            code = code if result["status"] == "passed" else EXIT_GATE_FAILED
-    return code, results
+    statuses = [r["status"] for r in results]  # the model exporter's rule: errors have raised by now
+    return outcome_code([], "failed" in statuses, "not-run" in statuses and not opts.allow_unverified), results
 
 
 def _references(lm: LoadedLM, tokenizer: Any, spec: ExportSpec, steps: int, parameters: int) -> References:
@@ -150,22 +153,26 @@ def _build_in(staged: Path, lm: LoadedLM, owned: list[Any], backend: LLMBackend,
     except Exception as exc:  # noqa: BLE001 - the toolchain's failure, as one line
         raise ToolchainError(f"{backend.target} export of {recipe.name} failed: {summarize_exception(exc)}") from exc
     timings["export_s"] += time.perf_counter() - started
-    session = backend.open_session(staged / backend.artifact_name)
     report = ev.GateReport()
     t0 = time.perf_counter()
-    artifact_greedy = [ev.greedy(session, p, recipe.greedy_steps) for p in refs.prompts]
-    artifact_logits = ev.teacher_forced(session, refs.windows)
-    if recipe.exact:
-        ev.greedy_gate(report, recipe, reference_greedy, artifact_greedy)
-        report.metrics["perplexity"] = {"float": ev.perplexity(refs.float_logits, refs.windows),
-                                        "artifact": ev.perplexity(artifact_logits, refs.windows)}
+    try:
+        session = backend.open_session(staged / backend.artifact_name)
+    except RuntimeUnavailable as exc:  # nothing can run it here: no gate, the goldens are PyTorch's
+        status, unavailable, artifact_greedy = "not-run", str(exc), reference_greedy
     else:
-        ev.quantized_gates(report, recipe, refs.windows, refs.float_logits, reference_logits, artifact_logits)
+        artifact_greedy = [ev.greedy(session, p, recipe.greedy_steps) for p in refs.prompts]
+        artifact_logits = ev.teacher_forced(session, refs.windows)
+        if recipe.exact:
+            ev.greedy_gate(report, recipe, reference_greedy, artifact_greedy)
+            report.metrics["perplexity"] = {"float": ev.perplexity(refs.float_logits, refs.windows),
+                                            "artifact": ev.perplexity(artifact_logits, refs.windows)}
+        else:
+            ev.quantized_gates(report, recipe, refs.windows, refs.float_logits, reference_logits, artifact_logits)
+        status, unavailable = ("passed" if report.passed else "failed"), ""
     timings["verify_s"] += time.perf_counter() - t0
     timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    status = "passed" if report.passed else "failed"
     parity = {"status": status, "runtime": backend.runtime_name, "metrics": report.metrics,
-              "failures": report.failures}
+              "failures": report.failures, **({"reason": unavailable} if unavailable else {})}
     (staged / "parity.json").write_text(json.dumps({**parity, "gates": recipe.as_dict()}, indent=2) + "\n")
     generation = {"path": pk.GENERATION, "bos_token_id": spec.bos_id, "eos_token_ids": spec.eos_ids,
                   "max_context": spec.max_context, "max_seq_len": spec.max_seq_len, "vocab_size": spec.vocab_size,
@@ -175,7 +182,8 @@ def _build_in(staged: Path, lm: LoadedLM, owned: list[Any], backend: LLMBackend,
                 "continuation_text": tokenizer.decode(art[0]), "pytorch_ids": ref[0]}
                for text, p, art, ref in zip(ev.GOLDEN_PROMPTS, refs.prompts, artifact_greedy, reference_greedy)]
     manifest = {
-        "name": name, "version": opts.version, "target": backend.target, "format": backend.format,
+        "name": name, "version": opts.version, "target": backend.target, "verified": status != "not-run",
+        "format": backend.format,
         "recipe": recipe.as_dict(), "artifact": {"path": backend.artifact_name},
         "tokenizer": pk.copy_tokenizer(staged, lm.tokenizer_json), "generation": generation,
         "golden": pk.write_golden(staged, goldens), "parity": parity,
@@ -183,8 +191,10 @@ def _build_in(staged: Path, lm: LoadedLM, owned: list[Any], backend: LLMBackend,
         "tools": backend.tool_versions(), "timings": timings,
         "source": source}
     manifest = pk.finish_manifest(staged, manifest)
-    where = (package_dir if report.passed else failed_dir)(opts.out, name, opts.version, backend.target, recipe.name)
+    published = status == "passed" or (status == "not-run" and opts.allow_unverified)
+    where = (package_dir if published else failed_dir)(opts.out, name, opts.version, backend.target, recipe.name)
     publish(staged, where)
     return {"target": backend.target, "recipe": recipe.name, "status": status, "runtime": backend.runtime_name,
-            "path": str(where), "bytes": manifest["artifact"]["bytes"], "metrics": report.metrics,
-            "failures": report.failures, "timings": timings}
+            "path": str(where), "verified": status != "not-run", "reason": unavailable,
+            "bytes": manifest["artifact"]["bytes"], "metrics": report.metrics, "failures": report.failures,
+            "timings": timings}

@@ -33,9 +33,12 @@ from edge_export.cli.main import EXIT_CODES_HELP, _check_package_id, _stdout_for
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               metavar="FILE.html", help="Also write a self-contained HTML report of the packages.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout; logs go to stderr.")
+@click.option("--allow-unverified", is_flag=True,
+              help="Publish a package this host cannot run (\"verified\": false) and exit 0 (else: exit 4).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def llm_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], max_context: int, out: Path,
-            name: str | None, pkg_version: str, report_path: Path | None, as_json: bool, debug: bool) -> None:
+            name: str | None, pkg_version: str, report_path: Path | None, as_json: bool, allow_unverified: bool,
+            debug: bool) -> None:
     """Export a decoder LLM with a static KV cache, verify it by generation, and package it
     with its tokenizer and generation config."""
     from edge_export.llm.recipe import load_recipe
@@ -48,7 +51,8 @@ def llm_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], max_
         from edge_export.llm.build import LLMOptions, run_llm
 
         code, results = run_llm(LLMOptions(model=model, targets=tuple(chosen), recipes=recipes,
-                                           max_context=max_context, out=out, name=name, version=pkg_version),
+                                           max_context=max_context, out=out, name=name, version=pkg_version,
+                                           allow_unverified=allow_unverified),
                                 log=lambda line: click.echo(line, err=True))
         if report_path is not None:
             from edge_export.verify.report import write_report
@@ -94,7 +98,8 @@ def _run_error(code: int, results: list[dict[str, Any]]) -> dict[str, Any] | Non
     then what did pass."""
     if code == 0:
         return None
-    broken = [f"{r['target']}/{r['recipe']}: gate failed: {'; '.join(r['failures'])}"
+    broken = [f"{r['target']}/{r['recipe']}: " + (f"not verified: {r['reason']}" if r["status"] == "not-run"
+                                                  else f"gate failed: {'; '.join(r['failures'])}")
               for r in results if r["status"] != "passed"]
     passed = [f"{r['target']}/{r['recipe']}" for r in results if r["status"] == "passed"]
     message = "; ".join(broken) + (f" (succeeded: {', '.join(passed)})" if passed else "")

@@ -63,7 +63,9 @@ def generate(pkg: Path, prompt: str, max_new_tokens: int, out: TextIO = sys.stdo
 def regenerate_goldens(pkg: Path, manifest: dict[str, Any]) -> Any:
     """``edge-export verify`` of an LLM package: every golden prompt greedily decoded again on
     the host runtime must give exactly the continuation the package recorded (what its app's
-    self-test checks). The backend's toolchain missing means not-run, as for model packages."""
+    self-test checks). The backend's toolchain missing, or its runtime unable to run the artifact
+    (RuntimeUnavailable: an op the Linux MIL reference executor lacks), means not-run, as for model
+    packages: ``verify`` then exits 4 unless --allow-unverified."""
     import json
 
     from edge_export.build.exporter import RuntimeUnavailable

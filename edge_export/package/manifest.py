@@ -86,6 +86,12 @@ def write_manifest(pkg: Path, manifest: dict[str, Any],
     return manifest
 
 
+def is_verified(manifest: dict[str, Any]) -> bool:
+    """Whether the package's artifact was run on its runtime when it was built: its
+    ``verified`` field, or for a manifest written before that field, its parity status."""
+    return bool(manifest.get("verified", (manifest.get("parity") or {}).get("status") != "not-run"))
+
+
 @cache
 def manifest_schema() -> dict[str, Any]:
     return json.loads(resources.files("edge_export").joinpath(

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from edge_export import __version__
-from edge_export.errors import EXIT_GATE_FAILED, EdgeExportError, UsageError
+from edge_export.errors import EXIT_GATE_FAILED, EXIT_UNVERIFIED, EdgeExportError, UsageError
 from edge_export.package.archive import zip_name
 from edge_export.package.hashing import artifact_sha256, file_sha256
+from edge_export.package.manifest import is_verified
 
-PASSING = ("passed", "not-run")
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _MODEL_KEYS = {"name", "model", "version", "targets", "recipes", "calibration_data", "eval_data",
-               "validation_data"}
+               "validation_data", "allow_unverified"}
+_RELEASE_KEYS = {"version", "models", "allow_unverified"}
 _DATA_KEYS = ("calibration_data", "eval_data", "validation_data")
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ReleaseJob:
     calibration_data: str | None = None
     eval_data: str | None = None
     validation_data: str | None = None
+    allow_unverified: bool = False  # release.toml: a package nothing could run may be released
     fingerprint: str = ""
 
     @property
@@ -68,8 +70,18 @@ class JobOutcome:
     reused_from: str | None = None
 
     @property
+    def verified(self) -> bool:
+        return self.manifest is not None and is_verified(self.manifest)
+
+    @property
     def ok(self) -> bool:
-        return self.status in (*PASSING, "reused")
+        """A zip to release: built or reused, and run on its runtime unless the config allows
+        unverified packages for this job (a reused package is held to the same rule)."""
+        return self.data is not None and (self.verified or self.job.allow_unverified)
+
+    @property
+    def refused_unverified(self) -> bool:
+        return self.status in ("not-run", "reused") and not self.verified and not self.job.allow_unverified
 
 
 # --- configuration -----------------------------------------------------------------
@@ -107,9 +119,21 @@ def _safe(value: Any, what: str) -> str:
     return value
 
 
+def _flag(entry: dict, key: str, where: str, default: bool) -> bool:
+    value = entry.get(key, default)
+    if not isinstance(value, bool):
+        raise UsageError(f"{where}: {key} must be true or false")
+    return value
+
+
 def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[ReleaseJob]]:
     """The release version and its jobs (without fingerprints); every config problem is a
-    usage error raised before anything heavy runs."""
+    usage error raised before anything heavy runs.
+
+    ``allow_unverified = true`` (top level: every model; in a ``[[models]]`` table: that
+    model, overriding the top level either way) lets the release take packages whose artifact
+    could not be run on its runtime here (parity not-run, manifest ``"verified": false``).
+    Without it such a package is refused by name and the release is not published (exit 4)."""
     from edge_export.build.exporter import select_targets
 
     config = Path(config)
@@ -119,10 +143,12 @@ def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[Relea
         raise UsageError(f"release config {config} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read release config {config}: {exc}") from None
-    unknown = sorted(set(data) - {"version", "models"})
+    unknown = sorted(set(data) - _RELEASE_KEYS)
     if unknown:
-        raise UsageError(f"{config}: unknown key {unknown[0]!r}", hint="a release has version and [[models]]")
+        raise UsageError(f"{config}: unknown key {unknown[0]!r}",
+                         hint="a release has version, allow_unverified and [[models]]")
     release_version = _safe(version or data.get("version"), f"{config}: version")
+    allow_all = _flag(data, "allow_unverified", str(config), False)
     models = data.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
         raise UsageError(f"{config}: needs at least one [[models]] table")
@@ -142,6 +168,7 @@ def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[Relea
             raise UsageError(f"{where}: model must be a --model spec string")
         model = _resolve_model(base, entry["model"])
         data_paths = {k: _resolve_path(base, entry[k], f"{where}: {k}") for k in _DATA_KEYS if k in entry}
+        allow = _flag(entry, "allow_unverified", where, allow_all)
         recipes = [_resolve_path(base, r, f"{where}: recipe") if r.endswith(".toml") else r
                    for r in _strings(entry, "recipes", where, ["fp32"])]
         targets, skipped = select_targets(tuple(_strings(entry, "targets", where)))
@@ -154,7 +181,7 @@ def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[Relea
             jobs.append(ReleaseJob(name=name, version=_safe(entry.get("version", release_version),
                                                             f"{where}: version"),
                                    model=model, target=target, recipe=source, recipe_name=recipe.name,
-                                   **data_paths))
+                                   allow_unverified=allow, **data_paths))
     keys = [j.key for j in jobs]
     duplicate = next((k for k in keys if keys.count(k) > 1), None)
     if duplicate:
@@ -186,8 +213,10 @@ def _path_hash(path: str | None) -> str | None:
 
 
 def fingerprint_inputs(job: ReleaseJob, weights: str, source: str | None) -> dict[str, Any]:
-    """Everything a package's bytes depend on, besides the code of edge-export itself
-    (whose version is included)."""
+    """Everything a package's bytes depend on, edge-export's own code included (its version
+    and the hash of its sources): a package built by other code is built again, not reused.
+    ``allow_unverified`` is left out: it decides whether a package is taken, not its bytes."""
+    from edge_export.build.cache import source_sha256
     from edge_export.build.exporter import get_exporter
     from edge_export.build.pipeline import resolve_recipes
 
@@ -198,7 +227,8 @@ def fingerprint_inputs(job: ReleaseJob, weights: str, source: str | None) -> dic
         "recipe_sha256": recipe.sha256, "weights_sha256": weights, "model_source_sha256": source,
         "model_spec": _portable_spec(job.model),
         "data_sha256": {k: _path_hash(getattr(job, k)) for k in _DATA_KEYS},
-        "tools": {**exporter.tool_versions(), "edge-export": __version__},
+        "tools": {**exporter.tool_versions(), "edge-export": __version__,
+                  "edge-export-source": source_sha256()},
         "runtime": exporter.runtime_requirements(recipe),
     }
 
@@ -241,12 +271,15 @@ def build_package(job: ReleaseJob) -> JobOutcome:
         try:
             report = run_export(ExportOptions(model=job.model, targets=(job.target,), recipes=(job.recipe,),
                                               out=Path(tmp), name=job.name, version=job.version, jobs=1,
-                                              quiet=True, **opt))
+                                              quiet=True, allow_unverified=job.allow_unverified, **opt))
         except EdgeExportError as exc:
             return JobOutcome(job, "error", error=exc.one_line(), error_code=exc.exit_code)
         result, = report.results
-        if result.status in PASSING:
+        if report.publishes(result):
             archive = Path(tmp) / f"{job.name}-{job.version}" / job.zip_name
             return JobOutcome(job, result.status, archive.read_bytes(), result.manifest)
         reason = result.error or result.parity.get("reason", "") or "accuracy gate failed"
+        if result.status == "not-run":
+            return JobOutcome(job, result.status, manifest=result.manifest, error=f"not verified: {reason}",
+                              error_code=EXIT_UNVERIFIED)
         return JobOutcome(job, result.status, error=reason, error_code=result.error_code or EXIT_GATE_FAILED)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_export.errors import EXIT_GATE_FAILED, EXIT_TOOLCHAIN, EdgeExportError, UsageError
+from edge_export.errors import EXIT_TOOLCHAIN, EdgeExportError, UsageError, outcome_code
 from edge_export.package.hashing import artifact_sha256, file_sha256
 from edge_export.release.executors import run_jobs
 from edge_export.release.jobs import JobOutcome, ReleaseJob, load_jobs, with_fingerprints
@@ -87,7 +87,8 @@ def _index_entry(outcome: JobOutcome, sha: str, size: int, inputs: dict[str, Any
     return {"name": m["name"], "version": m["version"], "target": m["target"],
             "recipe": m["recipe"]["name"], "file": outcome.job.zip_name, "sha256": sha, "zip_bytes": size,
             "artifact": m["artifact"], "runtime": m["runtime"]["runtime"], "parity": m["parity"],
-            "accuracy": m.get("accuracy"), "inputs_sha256": outcome.job.fingerprint, "inputs": inputs}
+            "accuracy": m.get("accuracy"), "verified": outcome.verified,
+            "inputs_sha256": outcome.job.fingerprint, "inputs": inputs}
 
 
 def _delta(new: float | None, old: float | None, fmt: str) -> str:
@@ -150,11 +151,19 @@ def _write_release(folder: Path, version: str, outcomes: list[JobOutcome], input
 
 
 class ReleaseFailed(EdgeExportError):
-    """Some entries failed: nothing was published (exit 1, or 3 when a toolchain broke)."""
+    """Some entries failed or were refused: nothing was published (exit 3 when a toolchain broke,
+    else 1 for a failed gate, else 4 when the only fault is unverified packages the config does
+    not allow; the order of ``errors.outcome_code``)."""
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.exit_code = code
+
+
+def _unverified_reason(outcome: JobOutcome) -> str:
+    reason = outcome.error.removeprefix("not verified: ") or ((outcome.manifest or {}).get("parity") or {}).get(
+        "reason", "")
+    return f"reused from {outcome.reused_from}: {reason}" if outcome.reused_from else reason
 
 
 def release(config: Path, root: Path, *, executor: str = "local", workers: int = 1, keep_going: bool = False,
@@ -184,13 +193,21 @@ def release(config: Path, root: Path, *, executor: str = "local", workers: int =
         log(f"  {outcome.job.label}: {outcome.status}" + (f" — {outcome.error}" if outcome.error else ""))
 
     outcomes += run_jobs(todo, executor, workers, keep_going, done, ray_address)
-    failed = [o for o in outcomes if not o.ok]
     result = ReleaseResult(release_version, None, outcomes, previous[0] if previous else None)
-    if failed:
-        code = EXIT_TOOLCHAIN if any(o.error_code == EXIT_TOOLCHAIN for o in failed) else EXIT_GATE_FAILED
-        names = "; ".join(f"{o.job.label}: {o.error}" for o in failed)
-        raise ReleaseFailed(f"release {release_version} not published, {len(failed)} failed entr"
-                            f"{'y' if len(failed) == 1 else 'ies'}: {names}", code)
+    refused = [o for o in outcomes if not o.ok and o.refused_unverified]
+    failed = [o for o in outcomes if not o.ok and not o.refused_unverified]
+    if failed or refused:
+        toolchain = [EXIT_TOOLCHAIN] if any(o.error_code == EXIT_TOOLCHAIN for o in failed) else []
+        code = outcome_code(toolchain, bool(failed), bool(refused))
+        parts = []
+        if failed:
+            parts.append(f"{len(failed)} failed entr{'y' if len(failed) == 1 else 'ies'}: "
+                         + "; ".join(f"{o.job.label}: {o.error}" for o in failed))
+        if refused:
+            parts.append(f"{len(refused)} unverified entr{'y' if len(refused) == 1 else 'ies'} refused "
+                         "(nothing ran the artifact; allow_unverified = true in the config releases it): "
+                         + "; ".join(f"{o.job.label}: {_unverified_reason(o)}" for o in refused))
+        raise ReleaseFailed(f"release {release_version} not published, {'; '.join(parts)}", code)
     clean_leftovers(root)
     tmp = staging_root(root)
     try:

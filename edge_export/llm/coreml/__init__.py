@@ -70,7 +70,9 @@ class CoreMLSession:
             programs = mil.load_functions(artifact, ("prefill", "decode"))
             missing = sorted({op for p in programs.values() for op in p.unsupported_ops()})
             if missing:
-                raise RuntimeError(f"the MIL reference executor lacks op(s) {', '.join(missing)}")
+                from edge_export.build.exporter import RuntimeUnavailable
+
+                raise RuntimeUnavailable(f"the MIL reference executor lacks op(s) {', '.join(missing)}")
             self._functions = {name: _MILFunction(p) for name, p in programs.items()}
             self._state = programs[DEFAULT_FUNCTION].new_state()
         prefill_shape = self._functions["prefill"].input_shape
