@@ -148,6 +148,7 @@ def run_target(model: str, target: str, workdir: Path, with_variants: bool = Tru
         else:
             row.update(measure(package))
             row["kept_float"] = kept_float(package)
+            row["selection"] = selection(package)
         if recipe != "fp32":
             row["passes_shipped_gates"] = passes(row, shipped_gates(target))
             text = Path(files[recipe] if recipe in files else ROOT / "recipes" / target / f"{SHIPPED}.toml")
@@ -252,13 +253,29 @@ def run_minilm(model: str, target: str, workdir: Path, with_variants: bool = Tru
     return rows
 
 
-def kept_float(package: dict[str, Any]) -> list[str] | None:
-    """The layers keep_float = "auto" chose (parity.json), None when auto was off."""
+def auto_record(package: dict[str, Any]) -> dict[str, Any]:
+    """parity.json's keep_float record ({} when auto was off)."""
     path = Path(package.get("path") or "") / "parity.json"
     if not package.get("path") or not path.exists():
-        return None
+        return {}
     layers = json.loads(path.read_text())["parity"].get("layers") or {}
-    return (layers.get("keep_float") or {}).get("chosen")
+    return layers.get("keep_float") or {}
+
+
+def kept_float(package: dict[str, Any]) -> list[str] | None:
+    """The layers keep_float = "auto" chose, None when auto was off."""
+    return auto_record(package).get("chosen")
+
+
+def selection(package: dict[str, Any]) -> dict[str, Any] | None:
+    """What auto chose on (its selection split, in sample for the choice) with the chosen
+    artifact's SNR/cosine/top-1 there and whether the goal was met there and on the parity
+    samples (the row's own figures)."""
+    record = auto_record(package)
+    if not record.get("selection"):
+        return None
+    return {**record["selection"], "goal_met": record.get("goal_met"),
+            "reported_goal_met": record.get("reported_goal_met")}
 
 
 RUNNERS = {"minilm": run_minilm}
@@ -303,6 +320,13 @@ def markdown(result: dict[str, Any]) -> str:
         change = ", ".join(f"{k} = {json.dumps(v)}" for k, v in r["changes"].items()) or "–"
         if r.get("kept_float") is not None:
             change += f"; kept float: {', '.join(r['kept_float']) or 'none'}"
+        chosen_on = r.get("selection")
+        if chosen_on:
+            change += (f"; chosen on {chosen_on['samples']} {chosen_on['from']} samples "
+                       f"({fmt(chosen_on.get('snr_db'), '.1f')} dB, "
+                       f"top-1 {fmt(chosen_on.get('top1_agreement'), '.3f')} there"
+                       + ("" if chosen_on.get("goal_met") is None else
+                          f"; goal met there: {'yes' if chosen_on['goal_met'] else 'no'}") + ")")
         gate = {True: "yes", False: "**no**", None: "–"}[r.get("passes_shipped_gates")]
         status = r["status"] if not r.get("error") else f"{r['status']}: {r['error'][:80]}"
         lines.append(f"| {r['model']} | {r['target']} | {r['recipe']} | {change} | {status} | {gate} "

@@ -30,3 +30,25 @@ def pause_point(name: str) -> None:
     path.write_text(str(os.getpid()))
     while path.exists():
         time.sleep(0.05)
+
+
+# Faults a test can force, so a failure path runs for real (the runtime rejects a broken
+# artifact) instead of a faked result: ``EDGE_EXPORT_FAULT=<fault>:<n>``.
+FAULT_ENV = "EDGE_EXPORT_FAULT"
+CORRUPT_AUTO_CANDIDATE = "corrupt-auto-candidate"  # keep_float auto's n-th lowered artifact (1-based)
+
+
+def fault_at(name: str, index: int) -> bool:
+    point, _, at = os.environ.get(FAULT_ENV, "").partition(":")
+    return point == name and at == str(index)
+
+
+def corrupt(path: Path) -> None:
+    """Overwrite an artifact (a file, or a directory such as .mlpackage) with no model at all."""
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+        path.mkdir()
+    else:
+        path.write_bytes(b"corrupted by EDGE_EXPORT_FAULT\n")

@@ -60,13 +60,19 @@ def package(data: dict, recipe: str) -> dict:
 
 def check_auto(pkg: dict) -> None:
     assert pkg["status"] == "passed", pkg["parity"]["reason"]
-    layers = json.loads((Path(pkg["path"]) / "parity.json").read_text())["parity"]["layers"]
+    parity = json.loads((Path(pkg["path"]) / "parity.json").read_text())["parity"]
+    layers = parity["layers"]
     alone = layers["snr_db_alone"]
     assert set(alone) == {"stem", "body", "head"}
     assert min(alone, key=alone.get) == "head" and alone["head"] < 15 < min(alone["stem"], alone["body"])
     assert "head" in layers["keep_float"]["chosen"]
     assert layers["keep_float"]["chosen"] == ["head"], "the smallest set: one layer suffices"
     assert layers["keep_float"]["attempts"][-1]["passed"] is True
+    # Chosen on the 16 calibration samples (none spare past the 64 the recipe asks for), reported
+    # on the 8 random parity inputs + the example.
+    selection = layers["keep_float"]["selection"]
+    assert [selection[k] for k in ("from", "samples", "overlaps_calibration")] == ["calibration-data", 16, True]
+    assert parity["samples"] == 9
     snr = pkg["parity"]["outputs"]["output"]["snr_db"]
     assert snr >= 20.0  # the shipped int8-static gate on every target
 

@@ -23,7 +23,15 @@ from edge_export.errors import EdgeExportError, ToolchainError, output_error, su
 from edge_export.load.tensors import TensorSpec
 from edge_export.package.manifest import SCHEMA_VERSION, write_golden, write_manifest
 from edge_export.quant.recipe import Recipe
-from edge_export.verify.artifact import columns, load_npz, parity_columns, torch_outputs, verify_artifact
+from edge_export.verify.artifact import (
+    check_split,
+    columns,
+    load_npz,
+    parity_columns,
+    selection_split,
+    torch_outputs,
+    verify_artifact,
+)
 
 
 @dataclass(frozen=True)
@@ -177,38 +185,53 @@ def _prepare(exporter: Any, program: Any, recipe: Recipe, ctx: BuildContext,
 
 def _build_auto(job: Job, exporter: Any, program: Any, ctx: BuildContext, artifact: Path,
                 stage: Callable[[str], None]):
-    """keep_float = "auto": see edge_export.quant.mixed_precision (the loop is target-agnostic)."""
+    """keep_float = "auto": see edge_export.quant.mixed_precision (the loop is target-agnostic).
+    Candidates are chosen on the selection split, each lowered to its own file; the chosen
+    file becomes the artifact and is then verified on the parity samples, as any build is."""
     from edge_export.errors import UsageError
-    from edge_export.quant.mixed_precision import build_auto
+    from edge_export.faultpoints import CORRUPT_AUTO_CANDIDATE, corrupt, fault_at
+    from edge_export.quant.mixed_precision import build_auto, report_choice
     from edge_export.verify.parity import gate
 
     if not exporter.schemes.honours_keep_float(job.recipe.scheme):
         raise UsageError(f"recipe {job.recipe.name} ({job.target}): keep_float = \"auto\" needs a "
                          f"scheme that honours keep_float; {job.recipe.scheme} does not")
-    inputs, reference = parity_columns(job)
-    kinds = {"kinds": list(job.model.output_kinds) or None,
-             "real_inputs": job.parity_inputs_from == "validation-data"}
+    selection = selection_split(job)
+    kinds = {"kinds": list(job.model.output_kinds) or None, "real_inputs": selection.real}
+    folder = job.staging.parent / f"{job.staging.name}.candidates"
 
     def reference_parity(prepared: Any) -> dict[str, Any]:
-        actual = [torch_outputs(prepared.reference, s) for s in inputs]
-        return gate(list(job.model.output_names), reference, actual, job.recipe.parity,
+        actual = [torch_outputs(prepared.reference, s) for s in selection.inputs]
+        return gate(list(job.model.output_names), selection.reference, actual, job.recipe.parity,
                     "pytorch", "pytorch-float", **kinds).to_json()
 
-    def lower_and_verify(prepared: Any, recipe: Recipe):
+    def lower_and_check(prepared: Any, recipe: Recipe) -> tuple[dict[str, Any], tuple[Path, Any]]:
         stage("lower")
-        if artifact.is_dir():
-            shutil.rmtree(artifact)
-        artifact.unlink(missing_ok=True)
-        exporter.lower(prepared, recipe, artifact)
+        index = len(list(folder.iterdir())) + 1 if folder.exists() else 1
+        path = folder / str(index) / exporter.artifact_name
+        path.parent.mkdir(parents=True)
+        exporter.lower(prepared, recipe, path)
+        if fault_at(CORRUPT_AUTO_CANDIDATE, index):
+            corrupt(path)
         stage("verify")
-        return verify_artifact(job, exporter, artifact, prepared)
+        parity, _run = check_split(job, exporter, path, prepared, selection, load_errors=True)
+        return parity, (path, prepared)
 
     stage("sensitivity")
     # The PT2E reference models the artifact only for static activations (dynamic kernels
     static = job.recipe.param("activations") == "static"  # pick qparams per row at run time)
-    return build_auto(program, job.recipe, ctx, inputs, reference,
-                      lambda recipe: _prepare(exporter, program, recipe, ctx, job.model.inputs),
-                      reference_parity if static else None, lower_and_verify)
+    try:
+        choice = build_auto(program, job.recipe, ctx, selection,
+                            lambda recipe: _prepare(exporter, program, recipe, ctx, job.model.inputs),
+                            reference_parity if static else None, lower_and_check)
+        chosen, prepared = choice.candidate
+        shutil.move(chosen, artifact)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    stage("verify")
+    parity, latency, accuracy = verify_artifact(job, exporter, artifact, prepared)
+    report_choice(choice, job.recipe, parity)
+    return parity, latency, accuracy
 
 
 def _close_timings(timings: dict[str, float]) -> None:

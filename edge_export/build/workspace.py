@@ -32,6 +32,7 @@ from edge_export.load.dynamic import (
 from edge_export.load.model import LoadedModel, eager_outputs, load_model
 from edge_export.load.tensors import DynamicDim
 from edge_export.package.hashing import weights_sha256
+from edge_export.quant.mixed_precision import SELECTION_SAMPLES, is_auto
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,14 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
                              hint="cast the model to float32")
     parity, parity_from = _parity_samples(opts, loaded)
     folder.mkdir(parents=True)
-    calibration = []
+    calibration, spare = [], []
+    auto = any(is_auto(r) for _, r in plan)
     if opts.calibration_data is not None:
         limit = opts.calibration_samples or max(r.calibration_samples for _, r in plan)
-        calibration, _ = load_samples(opts.calibration_data, specs, flag="--calibration-data",
-                                      preprocessing=loaded.preprocessing, limit=limit)
+        loaded_calibration, _ = load_samples(opts.calibration_data, specs, flag="--calibration-data",
+                                             preprocessing=loaded.preprocessing,
+                                             limit=limit + (SELECTION_SAMPLES if auto else 0))
+        calibration, spare = loaded_calibration[:limit], loaded_calibration[limit:]
     if opts.eval_data is not None:
         _write_eval(opts, loaded, folder)
     reference = [tuple(eager_outputs(loaded.reference, _torch(s))) for s in parity]
@@ -65,6 +69,8 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
              **stable_arrays(reference, "out_"))
     if calibration:
         np.savez(folder / "calibration.npz", **stable_arrays(calibration, "in_"))
+    if auto:
+        _write_selection(loaded, folder, calibration, spare, opts.parity_samples)
     try:
         with toolchain_output(folder / "export.log", enabled=not opts.debug):  # torch prints graphs
             program = torch.export.export(loaded.module, tracing_examples(loaded.example_inputs, specs),
@@ -138,7 +144,7 @@ def graph_sha256(program: Any) -> str:
 
 def data_sha256(folder: Path) -> dict[str, str]:
     hashes = {}
-    for name in ("parity", "calibration", "eval", "sizes"):
+    for name in ("parity", "calibration", "selection", "eval", "sizes"):
         path = folder / f"{name}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as npz:
@@ -159,6 +165,24 @@ def _parity_samples(opts: Any, loaded: LoadedModel) -> tuple[list, str]:
                                   preprocessing=loaded.preprocessing, limit=opts.parity_samples)
         return examples + samples, "validation-data"
     return examples + random_samples(loaded.inputs, opts.parity_samples), "random"
+
+
+def _write_selection(loaded: LoadedModel, folder: Path, calibration: list, spare: list,
+                     random_count: int) -> None:
+    """The samples keep_float = "auto" chooses on (``selection.npz``), never the parity samples
+    it reports on, so the reported parity is out of sample: the calibration data's samples past
+    those any recipe calibrates on; without spare ones the calibration samples themselves (the
+    choice then sees what the quantizer saw, the report still does not); without calibration
+    data, random inputs of another seed than the random parity inputs (seed 0)."""
+    if spare:
+        samples, source, overlaps = spare, "calibration-data", False
+    elif calibration:
+        samples, source, overlaps = calibration[:SELECTION_SAMPLES], "calibration-data", True
+    else:
+        samples, source, overlaps = random_samples(loaded.inputs, random_count, seed=1), "random", False
+    reference = [tuple(eager_outputs(loaded.reference, _torch(s))) for s in samples]
+    np.savez(folder / "selection.npz", **stable_arrays(samples, "in_"), **stable_arrays(reference, "out_"),
+             source=np.array(source), overlaps_calibration=np.array(overlaps))
 
 
 def _write_eval(opts: Any, loaded: LoadedModel, folder: Path) -> None:

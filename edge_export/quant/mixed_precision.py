@@ -4,8 +4,10 @@ Both use the per-layer sensitivity of ``edge_export.quant.sensitivity``. Auto ra
 by how much each loses alone, estimates in simulation how many of the worst must stay
 float, then lets the target decide: each candidate set is quantized by the target's own
 scheme, checked first on its PyTorch reference where the scheme has one (PT2E: cheap, no
-lowering), then lowered and gated on the target runtime; the first set whose artifact
-passes the recipe's parity gate ships. A failed gate of any quantized recipe names the
+lowering), then lowered to its own artifact and gated on the target runtime; the first set
+whose artifact meets the recipe's goal ships. All of that is decided on a selection split
+(samples of the calibration data), and the chosen artifact is then reported on the parity
+samples, which the choice never saw. A failed gate of any quantized recipe names the
 layer that loses most. Target-agnostic: the exporter only has to honour ``keep_float``
 (``SchemeTable.register(..., keep_float=True)``).
 """
@@ -13,13 +15,15 @@ layer that loses most. Target-agnostic: the exporter only has to honour ``keep_f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edge_export.quant.mechanisms import AUTO, with_keep_float
 
-MEASURE_SAMPLES = 8  # parity samples the simulation runs on (each layer costs one pass per sample)
+MEASURE_SAMPLES = 8  # selection samples the simulation runs on (each layer costs one pass per sample)
+SELECTION_SAMPLES = 64  # calibration-data samples the choice is made on (edge_export.build.workspace)
 MAX_ARTIFACTS = 4  # lowered candidates before auto gives up (each is a full lower + verify)
 
 
@@ -73,17 +77,28 @@ def candidates(k0: int, total: int) -> list[int]:
     return ks
 
 
-def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.ndarray, ...]],
-               reference: list[list[np.ndarray]],
+@dataclass
+class Choice:
+    """What auto chose: the number of layers kept float, the handle ``lower_and_check``
+    returned with that candidate's check (its own artifact), and the ``layers`` record."""
+
+    kept: int
+    candidate: Any
+    record: dict[str, Any]
+
+
+def build_auto(program: Any, recipe: Any, ctx: Any, selection: Any,
                quantize: Callable[[Any], Any],
                reference_parity: Callable[[Any], dict[str, Any]] | None,
-               lower_and_verify: Callable[[Any, Any], tuple[dict[str, Any], Any, Any]],
-               ) -> tuple[dict[str, Any], Any, Any]:
-    """Quantize → (reference check) → lower → verify with growing keep-float sets until one
-    meets the recipe's ``[goal]`` (its ``[parity]`` gate when it has none); returns the verify
-    results of that candidate, else of the last lowered one that passed the gate (else of the
-    last one lowered), with the choice, the attempts and the per-layer sensitivities recorded
-    in ``parity["layers"]``.
+               lower_and_check: Callable[[Any, Any], tuple[dict[str, Any], Any]]) -> Choice:
+    """Quantize → (reference check) → lower → check with growing keep-float sets until one
+    meets the recipe's ``[goal]`` (its ``[parity]`` gate when it has none); chooses that
+    candidate, else the last lowered one that passed the gate (else the last one lowered).
+
+    Every measurement here is on ``selection`` (an ``edge_export.verify.artifact.Split``),
+    never on the parity samples: the job reports the chosen artifact on those, so the
+    reported parity is out of sample. Each candidate is lowered to its own artifact
+    (``lower_and_check`` returns its handle), so the chosen one is the file that ships.
 
     The recipe as it is (nothing kept) is tried first, and a model that meets the goal so
     pays for nothing else. Otherwise the per-layer sensitivities are measured. The
@@ -95,11 +110,12 @@ def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.nd
     from edge_export.quant.sensitivity import estimate_keep, quality
     from edge_export.verify.parity import meets
 
+    inputs, reference = selection.inputs, selection.reference
     goal = recipe.goal or recipe.parity
     order: list[str] = []  # the layers, most sensitive first (measured only when needed)
     record: dict[str, Any] = {}
     attempts: list[dict[str, Any]] = []
-    lowered: list[tuple[int, Any]] = []  # (k, verify results) of every lowered candidate
+    lowered: list[tuple[int, dict[str, Any], Any]] = []  # (k, check, handle) of every lowered candidate
 
     def attempt(k: int) -> tuple[bool, dict[str, float]]:
         """Keep the k worst layers float; lowered unless its PyTorch reference (where one models
@@ -113,13 +129,13 @@ def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.nd
             attempts.append({"kept": k, "checked_on": "pytorch-quantized reference", **metrics, "goal_met": ok})
             if not ok:
                 return False, metrics
-        result = lower_and_verify(prepared, concrete)
-        lowered.append((k, result))
-        parity = result[0]
+        parity, handle = lower_and_check(prepared, concrete)
+        lowered.append((k, parity, handle))
         metrics = _worst_metrics(parity)
         ok = parity["status"] != "failed" and meets(parity, goal)
         attempts.append({"kept": k, "checked_on": parity.get("runtime", "artifact"), **metrics,
-                         "passed": parity["status"] != "failed", "goal_met": ok})
+                         "passed": parity["status"] != "failed", "goal_met": ok,
+                         "artifact_sha256": (parity.get("artifact") or {}).get("sha256")})
         return ok, metrics
 
     met, measured = attempt(0)
@@ -140,19 +156,30 @@ def build_auto(program: Any, recipe: Any, ctx: Any, inputs: Sequence[tuple[np.nd
                     break
     if not lowered:  # the reference missed the goal and the model has no layer to keep float
         concrete = with_keep_float(recipe, [])
-        lowered.append((0, lower_and_verify(quantize(concrete), concrete)))
-    passing = [(k, r) for k, r in lowered if r[0]["status"] != "failed"]
-    kept, result = lowered[-1] if met or not passing else passing[-1]
-    parity = result[0]
+        lowered.append((0, *lower_and_check(quantize(concrete), concrete)))
+    passing = [c for c in lowered if c[1]["status"] != "failed"]
+    kept, checked, handle = lowered[-1] if met or not passing else passing[-1]
     record["keep_float"] = {"mode": AUTO, "chosen": order[:kept], "of_layers": len(order) or None,
                             "goal": goal.to_json(), "goal_met": met,
+                            "selection": {**selection.describe(), **_worst_metrics(checked),
+                                          "passed": checked["status"] != "failed"},
                             "simulated_estimate": k0, "simulated": simulated, "attempts": attempts}
+    return Choice(kept, handle, record)
+
+
+def report_choice(choice: Choice, recipe: Any, parity: dict[str, Any]) -> None:
+    """Attach the choice to the reported parity (of the chosen artifact on the parity samples):
+    whether the goal holds there too, and on a failed gate how many layers were kept."""
+    from edge_export.verify.parity import meets
+
+    record = choice.record
+    record["keep_float"]["reported_goal_met"] = (parity["status"] != "failed"
+                                                 and meets(parity, recipe.goal or recipe.parity))
     parity["layers"] = record
     if parity["status"] == "failed":
         note = worst_layer_note(record)
-        parity["reason"] = (f"{parity['reason']}; keep_float auto kept {kept} of {len(order)} "
-                            f"layers float" + (f"; {note}" if note else ""))
-    return result
+        parity["reason"] = (f"{parity['reason']}; keep_float auto kept {choice.kept} of "
+                            f"{record['keep_float']['of_layers'] or 0} layers float" + (f"; {note}" if note else ""))
 
 
 def calibrated_goals(snr_gate: float | None, cos_gate: float | None, measured: dict[str, float],

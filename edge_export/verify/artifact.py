@@ -6,6 +6,7 @@ quantized model), at every declared dynamic size, then its host latency and, wit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,18 +18,54 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edge_export.build.job import Job
-    from edge_export.verify.parity import ParityResult
 
 # Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
 # recipe does not set one: tight, because both sides compute the same quantized graph.
 DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
 
 
+@dataclass(frozen=True)
+class Split:
+    """Samples with their float PyTorch outputs, and where they come from."""
+
+    inputs: list[tuple[np.ndarray, ...]]
+    reference: list[list[np.ndarray]]
+    source: str  # validation-data | random | calibration-data
+    overlaps_calibration: bool = False  # the quantizer calibrated on these very samples
+
+    @property
+    def real(self) -> bool:
+        return self.source != "random"
+
+    def describe(self) -> dict[str, Any]:
+        return {"from": self.source, "samples": len(self.inputs),
+                "overlaps_calibration": self.overlaps_calibration}
+
+
 def parity_columns(job: Job) -> tuple[list[tuple[np.ndarray, ...]], list[list[np.ndarray]]]:
     """The parity inputs and float PyTorch outputs (per sample) the gate is computed on."""
-    arrays = load_npz(job.workspace / "parity.npz")
+    split = parity_split(job)
+    return split.inputs, split.reference
+
+
+def parity_split(job: Job) -> Split:
+    """The samples the reported parity is computed on."""
+    return _split(job, "parity.npz", job.parity_inputs_from)
+
+
+def selection_split(job: Job) -> Split:
+    """The samples keep_float = "auto" chooses on, disjoint from the parity samples
+    (``selection.npz``, written by the export stage: edge_export.build.workspace)."""
+    arrays = load_npz(job.workspace / "selection.npz")
+    return _split(job, "selection.npz", str(arrays["source"]), bool(arrays["overlaps_calibration"]), arrays)
+
+
+def _split(job: Job, name: str, source: str, overlaps: bool = False,
+           arrays: dict[str, np.ndarray] | None = None) -> Split:
+    arrays = arrays if arrays is not None else load_npz(job.workspace / name)
     inputs = columns(arrays, "in_", len(job.model.inputs))
-    return inputs, [list(s) for s in columns(arrays, "out_", len(job.model.output_names))]
+    reference = [list(s) for s in columns(arrays, "out_", len(job.model.output_names))]
+    return Split(inputs, reference, source, overlaps)
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -48,43 +85,67 @@ def columns(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[tupl
 
 
 def verify_artifact(job: Job, exporter: Any, artifact: Path, prepared: Any):
+    """The reported parity (the parity samples, every declared dynamic size), host latency and
+    accuracy of the artifact."""
+    split = parity_split(job)
+    parity, run = check_split(job, exporter, artifact, prepared, split)
+    if run is None:
+        return parity, None, None
+    sizes = _check_sizes(job, run, parity)
+    latency = _latency(run, split.inputs[0], job.threads)
+    accuracy = _accuracy(job, run, parity["runtime"])
+    return {**parity, **sizes}, latency, accuracy
+
+
+def check_split(job: Job, exporter: Any, artifact: Path, prepared: Any, split: Split,
+                load_errors: bool = False) -> tuple[dict[str, Any], Any]:
+    """(parity.json record, the runtime's run function or None when the artifact did not run):
+    the artifact run on ``split`` and gated against float PyTorch at the recipe's thresholds
+    and, where the recipe quantized in PyTorch, against that quantized model (lowering
+    fidelity). The record names the artifact it measured by the manifest's hash, so a
+    package can be checked to ship the file its figures are of. ``load_errors``: an artifact
+    the runtime cannot load fails the check instead of raising (a keep_float candidate)."""
+    from edge_export.package.hashing import artifact_sha256
+    from edge_export.verify.latency import limit_threads
     from edge_export.verify.parity import ParityResult, gate
 
-    inputs, reference = parity_columns(job)
+    sha256, size = artifact_sha256(artifact)
+    measured = {"samples": len(split.inputs), "artifact": {"sha256": sha256, "bytes": size}}
+    thresholds = job.recipe.parity.to_json()
     try:
-        from edge_export.verify.latency import limit_threads
-
         limit_threads(job.threads)
         runtime, run = exporter.load_runtime(artifact, threads=job.threads)
     except RuntimeUnavailable as exc:
-        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
-                              thresholds=job.recipe.parity.to_json())
-        return _parity_json(result, None, job), None, None
+        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc), thresholds=thresholds)
+        return {**_parity_json(result, None, split), **measured}, None
+    except Exception as exc:
+        if not load_errors:
+            raise
+        result = ParityResult("failed", exporter.runtime_name, thresholds=thresholds,
+                              reason=f"{exporter.runtime_name} could not load the artifact: "
+                                     f"{summarize_exception(exc)}")
+        return {**_parity_json(result, None, split), **measured}, None
     try:
-        actual = [run(list(sample)) for sample in inputs]
+        actual = [run(list(sample)) for sample in split.inputs]
     except Exception as exc:  # noqa: BLE001 - the runtime rejected the artifact
-        result = ParityResult("failed", runtime, thresholds=job.recipe.parity.to_json(),
+        result = ParityResult("failed", runtime, thresholds=thresholds,
                               reason=f"{runtime} could not run the artifact: "
                                      f"{summarize_exception(exc)}")
-        return _parity_json(result, None, job), None, None
+        return {**_parity_json(result, None, split), **measured}, None
     names = list(job.model.output_names)
-    kinds = {"kinds": list(job.model.output_kinds) or None,
-             "real_inputs": job.parity_inputs_from == "validation-data"}
-    quality = gate(names, reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
+    kinds = {"kinds": list(job.model.output_kinds) or None, "real_inputs": split.real}
+    quality = gate(names, split.reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
     fidelity = None
     if prepared.reference is not None:
-        ref_q = [torch_outputs(prepared.reference, s) for s in inputs]
+        ref_q = [torch_outputs(prepared.reference, s) for s in split.inputs]
         fidelity = gate(names, ref_q, actual, job.recipe.fidelity or DEFAULT_FIDELITY,
                         runtime, "pytorch-quantized", **kinds)
         if fidelity.status == "failed" and quality.status == "passed":
             quality.status, quality.reason = "failed", fidelity.reason
-    sizes = _check_sizes(job, run, runtime, quality)
-    latency = _latency(run, inputs[0], job.threads)
-    accuracy = _accuracy(job, run, runtime)
-    return {**_parity_json(quality, fidelity, job), **sizes}, latency, accuracy
+    return {**_parity_json(quality, fidelity, split), **measured}, run
 
 
-def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dict[str, Any]:
+def _check_sizes(job: Job, run: Any, parity: dict[str, Any]) -> dict[str, Any]:
     """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
     recipe's thresholds; the first failure fails the package."""
     from edge_export.load.dynamic import sizes_label
@@ -93,6 +154,7 @@ def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dic
     arrays = load_npz(job.workspace / "sizes.npz")
     if not arrays:
         return {}
+    runtime = parity["runtime"]
     names, specs = list(job.model.output_names), job.model.inputs
     checked = []
     for k in range(len({key.split("_", 1)[0] for key in arrays})):
@@ -108,8 +170,8 @@ def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dic
         checked.append({"inputs": label, "status": result.status, "reason": result.reason,
                         "outputs": {n: {k: m[k] for k in ("cosine", "snr_db", "max_abs") if k in m}
                                     for n, m in result.outputs.items()}})
-        if result.status == "failed" and quality.status == "passed":
-            quality.status, quality.reason = "failed", f"at {label}: {result.reason}"
+        if result.status == "failed" and parity["status"] == "passed":
+            parity["status"], parity["reason"] = "failed", f"at {label}: {result.reason}"
     return {"dynamic_sizes": checked}
 
 
@@ -121,9 +183,9 @@ def torch_outputs(module: Any, sample: tuple[np.ndarray, ...]) -> list[np.ndarra
     return eager_outputs(module, tuple(torch.from_numpy(a.copy()) for a in sample))
 
 
-def _parity_json(quality: Any, fidelity: Any, job: Job) -> dict[str, Any]:
+def _parity_json(quality: Any, fidelity: Any, split: Split) -> dict[str, Any]:
     data = quality.to_json()
-    data["inputs"] = job.parity_inputs_from
+    data["inputs"] = split.source
     data["fidelity"] = fidelity.to_json() if fidelity else None
     return data
 
