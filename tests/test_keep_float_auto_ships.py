@@ -179,3 +179,20 @@ def test_without_calibration_data_auto_chooses_on_random_inputs(tmp_path):
     assert {k: selection[k] for k in ("from", "samples", "overlaps_calibration")} == {
         "from": "random", "samples": 6, "overlaps_calibration": False}
     assert parity["inputs"] == "random" and parity["samples"] == 7
+
+
+@pytest.mark.slow
+def test_when_no_candidate_meets_the_goal_the_smallest_passing_one_ships(tmp_path: Path) -> None:
+    """The same unreachable goal without the fault: both candidates (nothing kept, every layer
+    kept) pass the gate and neither meets the goal; the extra float layers bought nothing asked
+    for, so the all-int8 candidate ships, not a float-sized one."""
+    _proc, data = export_json("--model", DIGITS, "--target", "tflite",
+                              "--recipe", str(unreachable_goal_recipe(tmp_path)), "--calibration-data", str(CALIB),
+                              "--validation-data", str(VAL), "--out", str(tmp_path / "dist"), "--no-cache",
+                              "--jobs", "1")
+    pkg, parity, manifest = package(data, "tflite", "int8-static-far-goal")
+    auto = parity["layers"]["keep_float"]
+    lowered = [a for a in auto["attempts"] if "artifact_sha256" in a]
+    assert [a["passed"] for a in lowered] == [True, True], auto["attempts"]
+    assert auto["goal_met"] is False and auto["chosen"] == []
+    assert parity["artifact"]["sha256"] == lowered[0]["artifact_sha256"] == manifest["artifact"]["sha256"]
