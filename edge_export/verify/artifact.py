@@ -48,28 +48,28 @@ def columns(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[tupl
 
 
 def verify_artifact(job: Job, exporter: Any, artifact: Path, prepared: Any):
-    from edge_export.verify.parity import ParityResult, gate
+    from edge_export.verify.parity import ParityResult, gate, gate_terms
 
     inputs, reference = parity_columns(job)
+    kinds = {"kinds": list(job.model.output_kinds) or None,
+             "real_inputs": job.parity_inputs_from == "validation-data"}
+    terms = gate_terms(job.recipe.parity, samples=len(inputs), **kinds)
     try:
         from edge_export.verify.latency import limit_threads
 
         limit_threads(job.threads)
         runtime, run = exporter.load_runtime(artifact, threads=job.threads)
     except RuntimeUnavailable as exc:
-        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
-                              thresholds=job.recipe.parity.to_json())
+        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc), **terms)
         return _parity_json(result, None, job), None, None
     try:
         actual = [run(list(sample)) for sample in inputs]
     except Exception as exc:  # noqa: BLE001 - the runtime rejected the artifact
-        result = ParityResult("failed", runtime, thresholds=job.recipe.parity.to_json(),
+        result = ParityResult("failed", runtime, **terms,
                               reason=f"{runtime} could not run the artifact: "
                                      f"{summarize_exception(exc)}")
         return _parity_json(result, None, job), None, None
     names = list(job.model.output_names)
-    kinds = {"kinds": list(job.model.output_kinds) or None,
-             "real_inputs": job.parity_inputs_from == "validation-data"}
     quality = gate(names, reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
     fidelity = None
     if prepared.reference is not None:
