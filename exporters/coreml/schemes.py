@@ -172,13 +172,13 @@ def pt2e_coreml(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         # None: CoreMLQuantizer leaves every node under that module path unannotated (float).
         module_name_configs=dict.fromkeys(
             keep_float_modules(recipe.param("keep_float", []), program.module())))
+    covered = kept_layers(recipe.param("keep_float", []), program.module())
     # CoreMLQuantizer's qint8 weights: symmetric per-channel over [-128, 127].
     keep = keep_float_filter(recipe.param("keep_float", []), program.module())  # float layers: no correction
     program = maybe_bias_corrected(program, recipe, ctx.calibration, (-128, 127), keep)
     quantizer = CoreMLQuantizer(config)
     if recipe.param("activation_scheme", "symmetric") == "affine":
         quantizer = _affine_activations(quantizer)
-    covered = kept_layers(recipe.param("keep_float", []), program.module())
     with _fast_pattern_tracing():
         quantized = run_pt2e(program, quantizer, ctx.calibration)
     check_kept_float(covered, pt2e_float_layers(quantized).__contains__, "ios")
