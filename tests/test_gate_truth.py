@@ -8,6 +8,7 @@ refused; a keep_float entry the target did not honour fails the job instead of v
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_manifest_of_a_random_input_build_lists_top1_as_not_applied(tmp_path):
 
     out = tmp_path / "dist"
     proc, data = export_json("--model", DIGITS, "--target", "tflite", "--recipe", "int8-weight",
-                             "--out", str(out), "--no-cache")
+                             "--out", str(out), "--no-cache", "--report", str(tmp_path / "report.html"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     pkg = Path(data["packages"][0]["path"])
     manifest = check_integrity(pkg)  # schema and hashes
@@ -110,6 +111,9 @@ def test_manifest_of_a_random_input_build_lists_top1_as_not_applied(tmp_path):
     assert parity["not_applied"] == manifest["parity"]["not_applied"]
     verified = run_cli("verify", str(pkg))
     assert verified.returncode == 0, verified.stderr
+    row = re.search(r"<td>top1_agreement</td><td>[^<]*</td><td>([^<]*)</td><td class='([^']*)'>",
+                    (tmp_path / "report.html").read_text())
+    assert row is not None and row.group(1).startswith("0.9: reported, not gated") and row.group(2) == ""
 
 
 # --- keep_float: refused or honoured, never dropped ------------------------------------------

@@ -144,7 +144,7 @@ def _metric_table(view: PackageView) -> str:
                 else "FAIL")
             bound = "" if limit is None else f"{'≤' if key == 'max_abs' else '≥'} {limit:g}"
             if key in reported:
-                bound = html.escape(f"{reported[key]['value']:g}, not gated: {reported[key]['why']}")
+                bound = html.escape(f"{reported[key]['value']:g}: {reported[key]['why']}")  # why says "not gated"
             rows.append(f"<tr><td>{html.escape(output)}</td><td>{key}</td><td>{metrics[key]:.6g}</td>"
                         f"<td>{bound}</td><td class='{ok}'>{ok}</td></tr>")
     return ("<table><tr><th>output</th><th>metric</th><th>value</th><th>threshold</th><th></th></tr>"
