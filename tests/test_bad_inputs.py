@@ -127,6 +127,7 @@ def recipe_file(env: Env, text: str) -> list[str]:
 
 SYNTAX_ERROR = "def build(:\n"
 USER_RECIPE = 'name = "mine"\ntarget = "{target}"\nsummary = "a user recipe"\n{extra}'
+GATE = "[parity]\ncosine = 0.99\n"
 
 
 def calibration(env: Env, **arrays: np.ndarray) -> list[str]:
@@ -262,7 +263,7 @@ CASES = [
     Case("recipe-file-unsupported",
          lambda e: recipe_file(e, USER_RECIPE.format(target="tflite", extra='unsupported = "no int3 kernels"')),
          2, ("says it is unsupported", "no int3 kernels")),
-    Case("recipe-file-other-target", lambda e: recipe_file(e, USER_RECIPE.format(target="ios", extra="")), 2,
+    Case("recipe-file-other-target", lambda e: recipe_file(e, USER_RECIPE.format(target="ios", extra=GATE)), 2,
          ("is for target ios",)),
     Case("recipe-file-not-toml", lambda e: recipe_file(e, "name = [unclosed\n"), 2, ("is not valid TOML",)),
     Case("recipe-file-unknown-key",

@@ -115,9 +115,10 @@ def test_ios_auto_with_the_cli_shortcut(tmp_path):
 
 def test_auto_is_a_recipe_value_and_other_strings_are_refused():
     base = 'name = "x"\ntarget = "tflite"\nsummary = "s"\n[quantize]\nscheme = "aeq-static"\n'
-    assert parse_recipe(base + 'keep_float = "auto"\n', "t").param("keep_float") == "auto"
+    gate = "[parity]\ncosine = 0.99\n"
+    assert parse_recipe(base + 'keep_float = "auto"\n' + gate, "t").param("keep_float") == "auto"
     with pytest.raises(Exception, match="keep_float"):
-        parse_recipe(base + 'keep_float = "automatic"\n', "t")
+        parse_recipe(base + 'keep_float = "automatic"\n' + gate, "t")
 
 
 def test_candidates_walk_up_from_the_estimate_to_every_layer():

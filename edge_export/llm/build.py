@@ -27,6 +27,7 @@ from edge_export.build.exporter import RuntimeUnavailable
 from edge_export.errors import ToolchainError, UsageError, outcome_code, summarize_exception
 from edge_export.llm import evaluation as ev
 from edge_export.llm import package as pk
+from edge_export.llm import quantize as lq
 from edge_export.llm.backend import ExportSpec, LLMBackend, get_backend
 from edge_export.llm.model import LoadedLM, check_context, load_lm, special_ids
 from edge_export.llm.recipe import LLMRecipe, load_recipe
@@ -134,6 +135,7 @@ def _build_in(staged: Path, lm: LoadedLM, owned: list[Any], backend: LLMBackend,
     model = owned.pop()
     try:
         model = backend.quantize(model, recipe)
+        unquantized = lq.unquantized(model)  # None for float recipes
         timings["export_s"] = time.perf_counter() - started
         t0 = time.perf_counter()
         if recipe.exact:
@@ -189,7 +191,7 @@ def _build_in(staged: Path, lm: LoadedLM, owned: list[Any], backend: LLMBackend,
         "golden": pk.write_golden(staged, goldens), "parity": parity,
         "runtime": {"runtime": backend.runtime_name, **backend.tool_versions()},
         "tools": backend.tool_versions(), "timings": timings,
-        "source": source}
+        "source": source, **({"unquantized": unquantized} if unquantized is not None else {})}
     manifest = pk.finish_manifest(staged, manifest)
     published = status == "passed" or (status == "not-run" and opts.allow_unverified)
     where = (package_dir if published else failed_dir)(opts.out, name, opts.version, backend.target, recipe.name)

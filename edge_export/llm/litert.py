@@ -38,6 +38,7 @@ from edge_export.build.exporter import package_version
 from edge_export.errors import UsageError
 from edge_export.llm.attention import routed_attention
 from edge_export.llm.backend import ExportSpec, LLMBackend, release_weights
+from edge_export.llm.quantize import record_unquantized
 from edge_export.llm.recipe import LLMRecipe
 
 ATTENTION = "edge_export_litert_sdpa"
@@ -70,6 +71,7 @@ class LiteRTLLM(LLMBackend):
         if not recipe.quantize_embeddings:
             _untie_embedding(model)  # a tied table stays one tensor, quantized for both of its ops
         bits, block = {"int8": 8, "int4": 4}[recipe.weights], recipe.group_size
+        record_unquantized(model, lambda module: True)  # AEQ quantizes every Linear, or the build is refused
         with torch.no_grad():
             for name, module in model.named_modules():
                 if isinstance(module, torch.nn.Linear) or (recipe.quantize_embeddings

@@ -133,6 +133,71 @@ def keep_float_modules(patterns: Sequence[str], graph_module: Any) -> list[str]:
     return [p for p in matched if not any(p.startswith(q + ".") for q in matched)]
 
 
+def kept_layers(patterns: Sequence[str], graph_module: Any) -> dict[str, list[str]]:
+    """Each ``keep_float`` entry → the weighted layers (conv/linear module paths) it keeps
+    float: the layers it matches, or whose ancestor module it matches. An entry that covers
+    no weighted layer is refused: the recipes quantize only those, so it would keep nothing."""
+    from edge_export.errors import UsageError
+
+    if not patterns:
+        return {}
+    resolved = _resolve_tokens(patterns, graph_module)
+    layers = weighted_layers(graph_module)
+    covered: dict[str, list[str]] = {}
+    for entry, pattern in zip((p for p in patterns if p not in (FIRST, LAST) or layers), resolved, strict=True):
+        matched = [layer for layer in layers if any(fnmatch.fnmatchcase(prefix, pattern)
+                                                    for prefix in _ancestors(layer))]
+        if not matched:
+            raise UsageError(f"keep_float entry {entry!r} matches no conv or linear layer of the model",
+                             hint=f"its layers are {', '.join(layers[:6])}{', ...' if len(layers) > 6 else ''}")
+        covered[entry] = matched
+    return covered
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def check_kept_float(covered: dict[str, list[str]], still_float: Callable[[str], bool], target: str) -> None:
+    """After quantization: every layer a ``keep_float`` entry covers must be float in what is
+    lowered (``still_float`` reads the backend's own output), else the job fails naming the
+    entry. Backends map module paths to their ops by names, and a mapping that misses a layer
+    would otherwise quantize it silently while the recipe says it is float."""
+    from edge_export.errors import UsageError
+
+    for entry, layers in covered.items():
+        quantized = [layer for layer in layers if not still_float(layer)]
+        if quantized:
+            raise UsageError(f"keep_float entry {entry!r} was not honoured on {target}: "
+                             f"{', '.join(quantized)} stayed quantized")
+
+
+def pt2e_float_layers(graph_module: Any) -> set[str]:
+    """Weighted layers of a converted PT2E graph whose weights are not dequantized (float)."""
+    float_layers, quantized = set(), set()
+    for node in graph_module.graph.nodes:
+        parts = str(node.target).split(".")
+        if node.op != "call_function" or len(parts) < 2 or parts[1] not in WEIGHTED_OPS:
+            continue
+        names = [n for n in module_names(node) if n]
+        if not names or len(node.args) < 2:
+            continue
+        weight = node.args[1]
+        dequantized = "dequantize" in str(getattr(weight, "target", ""))
+        (quantized if dequantized else float_layers).add(names[-1])
+    return float_layers - quantized
+
+
+def eager_float(module: Any, path: str) -> bool:
+    """Is the layer at ``path`` of an eager module float after a source-level quantizer
+    (torchao swaps a quantized weight for a tensor subclass)?"""
+    import torch
+
+    weight = getattr(module.get_submodule(path), "weight", None)
+    return type(weight) in (torch.nn.Parameter, torch.Tensor)
+
+
 def with_keep_float(recipe: Any, keep: Sequence[str]) -> Any:
     """The recipe with its ``keep_float`` replaced by ``keep`` (exact module paths)."""
     import dataclasses

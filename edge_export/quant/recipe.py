@@ -142,8 +142,11 @@ def _validate(data: dict, origin: str) -> None:
     if _SCHEMA is None:
         _SCHEMA = json.loads(resources.files("edge_export").joinpath(
             "schemas/recipe.schema.json").read_text())
+    # A misspelt key is named first (it is also why a required key looks missing), then wrong
+    # values, then missing or empty tables.
+    rank = {"additionalProperties": 0, "required": 2, "minProperties": 2}
     errors = sorted(jsonschema.Draft202012Validator(_SCHEMA).iter_errors(data),
-                    key=lambda e: list(e.absolute_path))
+                    key=lambda e: (rank.get(str(e.validator), 1), list(e.absolute_path)))
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -152,4 +155,15 @@ def _validate(data: dict, origin: str) -> None:
             key = f"{where}.{extra[0]}" if err.absolute_path else extra[0]
             raise UsageError(f"recipe {origin}: unknown key {key!r}",
                              hint="see recipes/README.md for the keys a recipe may set")
+        if err.validator == "required":
+            missing = [k for k in err.validator_value if k not in err.instance][0]
+            key = f"{where}.{missing}" if err.absolute_path else missing
+            raise UsageError(f"recipe {origin}: key {key!r} is missing", hint=_REQUIRED_HINTS.get(key))
+        if err.validator == "minProperties" and not err.instance:
+            raise UsageError(f"recipe {origin}: key {where!r} is empty", hint=_REQUIRED_HINTS.get(where))
         raise UsageError(f"recipe {origin}: key {where!r}: {err.message}")
+
+
+# A recipe without a gate would publish whatever the target produced.
+_REQUIRED_HINTS = {"parity": "set the gate its artifacts must pass, e.g. [parity] cosine = 0.99, snr_db = 20.0; "
+                             "a recipe the target cannot build sets unsupported = \"why\" instead"}

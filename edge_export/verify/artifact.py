@@ -107,33 +107,33 @@ def check_split(job: Job, exporter: Any, artifact: Path, prepared: Any, split: S
     the runtime cannot load fails the check instead of raising (a keep_float candidate)."""
     from edge_export.package.hashing import artifact_sha256
     from edge_export.verify.latency import limit_threads
-    from edge_export.verify.parity import ParityResult, gate
+    from edge_export.verify.parity import ParityResult, gate, gate_terms
 
     sha256, size = artifact_sha256(artifact)
     measured = {"samples": len(split.inputs), "artifact": {"sha256": sha256, "bytes": size}}
-    thresholds = job.recipe.parity.to_json()
+    kinds = {"kinds": list(job.model.output_kinds) or None, "real_inputs": split.real}
+    terms = gate_terms(job.recipe.parity, samples=len(split.inputs), **kinds)
     try:
         limit_threads(job.threads)
         runtime, run = exporter.load_runtime(artifact, threads=job.threads)
     except RuntimeUnavailable as exc:
-        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc), thresholds=thresholds)
+        result = ParityResult("not-run", exporter.runtime_name, reason=str(exc), **terms)
         return {**_parity_json(result, None, split), **measured}, None
     except Exception as exc:
         if not load_errors:
             raise
-        result = ParityResult("failed", exporter.runtime_name, thresholds=thresholds,
+        result = ParityResult("failed", exporter.runtime_name, **terms,
                               reason=f"{exporter.runtime_name} could not load the artifact: "
                                      f"{summarize_exception(exc)}")
         return {**_parity_json(result, None, split), **measured}, None
     try:
         actual = [run(list(sample)) for sample in split.inputs]
     except Exception as exc:  # noqa: BLE001 - the runtime rejected the artifact
-        result = ParityResult("failed", runtime, thresholds=thresholds,
+        result = ParityResult("failed", runtime, **terms,
                               reason=f"{runtime} could not run the artifact: "
                                      f"{summarize_exception(exc)}")
         return {**_parity_json(result, None, split), **measured}, None
     names = list(job.model.output_names)
-    kinds = {"kinds": list(job.model.output_kinds) or None, "real_inputs": split.real}
     quality = gate(names, split.reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
     fidelity = None
     if prepared.reference is not None:

@@ -126,7 +126,7 @@ def verify(package: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> Verified:
                       else str(exc))
             return Verified(Path(package), manifest, ParityResult(
                 "not-run", manifest["parity"]["runtime"], reason=reason,
-                thresholds=thresholds.to_json()))
+                thresholds=thresholds.to_json(), not_applied=manifest["parity"].get("not_applied", {})))
         kinds = [o.get("kind", "tensor") for o in manifest["outputs"]]
         result = gate(golden.names, golden.reference, golden.actual, thresholds,
                       golden.runtime, "golden outputs", kinds=kinds,

@@ -61,13 +61,15 @@ class ParityResult:
     reason: str = ""
     reference: str = "pytorch-eager"
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)  # the ones the gate applies
+    # The recipe's other thresholds, reported but not gated: {key: {"value", "why"}}.
+    not_applied: dict[str, dict[str, Any]] = field(default_factory=dict)
     top1: str = ""  # why top-1 agreement was or was not gated
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "runtime": self.runtime, "reason": self.reason,
                 "reference": self.reference, "thresholds": self.thresholds,
-                "outputs": self.outputs, "top1_gate": self.top1}
+                "not_applied": self.not_applied, "outputs": self.outputs, "top1_gate": self.top1}
 
 
 def top1_policy(kinds: list[str], samples: int, real_inputs: bool) -> tuple[bool, str]:
@@ -80,6 +82,19 @@ def top1_policy(kinds: list[str], samples: int, real_inputs: bool) -> tuple[bool
         return False, (f"reported, not gated: {samples} samples < {MIN_TOP1_SAMPLES} "
                        "(raise --parity-samples)")
     return True, f"gated on class outputs over {samples} real samples"
+
+
+def gate_terms(thresholds: Thresholds, kinds: list[str] | None, samples: int,
+               real_inputs: bool) -> dict[str, Any]:
+    """The recipe's thresholds split into those this gate applies and those it only reports
+    (with why), as ``ParityResult`` fields: a manifest must not list a threshold as its gate
+    when the gate skipped it. Only top-1 agreement is ever skipped (see ``top1_policy``)."""
+    gate_top1, note = top1_policy(kinds or [], samples, real_inputs)
+    applied = thresholds.to_json()
+    not_applied = {}
+    if "top1_agreement" in applied and not gate_top1:
+        not_applied["top1_agreement"] = {"value": applied.pop("top1_agreement"), "why": note}
+    return {"thresholds": applied, "not_applied": not_applied, "top1": note}
 
 
 def threshold_violations(outputs: dict[str, dict[str, Any]], thresholds: Thresholds,
@@ -109,14 +124,17 @@ def gate(names: list[str], reference: list[list[np.ndarray]], actual: list[list[
     ``kinds`` says what each output is (see workspace.output_kinds); without it every output
     is a plain tensor."""
     kinds = kinds or ["tensor"] * len(names)
-    gate_top1, top1_note = top1_policy(kinds, len(reference), real_inputs)
+    terms = gate_terms(thresholds, kinds, len(reference), real_inputs)
     outputs = {}
     for i, name in enumerate(names):
         outputs[name] = {**output_metrics([s[i] for s in reference], [s[i] for s in actual], kinds[i]),
                          "kind": kinds[i]}
-    violations = threshold_violations(outputs, thresholds, gate_top1)
-    result = ParityResult("passed", runtime, reference=reference_name, outputs=outputs,
-                          thresholds=thresholds.to_json(), top1=top1_note)
+    if "top1_agreement" in terms["thresholds"] and not any("top1_agreement" in m for m in outputs.values()):
+        terms["not_applied"]["top1_agreement"] = {
+            "value": terms["thresholds"].pop("top1_agreement"),
+            "why": "no class output is a row of class scores per sample"}
+    violations = threshold_violations(outputs, Thresholds(**terms["thresholds"]), gate_top1=True)
+    result = ParityResult("passed", runtime, reference=reference_name, outputs=outputs, **terms)
     if violations:
         name, key, value, limit = violations[0]
         op = "<=" if key == "max_abs" else ">="

@@ -139,6 +139,7 @@ def _bars(title: str, labels: list[str], series: dict[str, list[float]], unit: s
 
 def _metric_table(view: PackageView) -> str:
     thresholds = view.manifest["parity"]["thresholds"]
+    reported = view.manifest["parity"].get("not_applied", {})  # thresholds the gate skipped
     rows = []
     for output, metrics in view.metrics.items():
         for key in METRICS:
@@ -149,6 +150,8 @@ def _metric_table(view: PackageView) -> str:
                 "pass" if (metrics[key] <= limit if key == "max_abs" else metrics[key] >= limit)
                 else "FAIL")
             bound = "" if limit is None else f"{'≤' if key == 'max_abs' else '≥'} {limit:g}"
+            if key in reported:
+                bound = html.escape(f"{reported[key]['value']:g}: {reported[key]['why']}")  # why says "not gated"
             rows.append(f"<tr><td>{html.escape(output)}</td><td>{key}</td><td>{metrics[key]:.6g}</td>"
                         f"<td>{bound}</td><td class='{ok}'>{ok}</td></tr>")
     return ("<table><tr><th>output</th><th>metric</th><th>value</th><th>threshold</th><th></th></tr>"

@@ -12,14 +12,17 @@ import contextlib
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from edge_export.build.exporter import BuildContext, Prepared, SchemeTable
 from edge_export.quant.mechanisms import (
+    check_kept_float,
     keep_float_filter,
     keep_float_modules,
+    kept_layers,
     maybe_bias_corrected,
+    pt2e_float_layers,
     run_pt2e,
     torch_callable,
 )
@@ -85,6 +88,7 @@ def linear_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     """int8 per-channel or int4 per-block weights (dequantized on load by Core ML); the
     weights of ``keep_float`` modules stay float."""
     kept = keep_float_modules(recipe.param("keep_float", []), program.module())
+    covered = kept_layers(recipe.param("keep_float", []), program.module())
 
     def compress(mlmodel: Any) -> Any:
         cto = coremltools().optimize.coreml
@@ -94,11 +98,29 @@ def linear_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
             mode="linear_symmetric" if recipe.param("symmetric", True) else "linear",
             dtype=f"int{recipe.param('bits', 8)}", granularity=granularity,
             weight_threshold=0, **options)
-        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(
+        compressed = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(
             global_config=config, op_type_configs=dict.fromkeys(ELEMENTWISE_OPS),
             op_name_configs=dict.fromkeys(kept_weight_names(mlmodel, kept))))
+        if covered:
+            check_kept_float(covered, _float_weight_layers(compressed), "ios")
+        return compressed
 
     return Prepared(program, post_convert=compress)
+
+
+def _float_weight_layers(mlmodel: Any) -> Callable[[str], bool]:
+    """Whether a layer (module path) still has plain float weights in the ML Program: a
+    ``const`` named after its parameters (``kept_weight_names``) and no ``constexpr_*``
+    (compressed) one."""
+    ops = [(op.op_type, op.name) for function in mlmodel._mil_program.functions.values()
+           for op in function.operations if op.op_type == "const" or op.op_type.startswith("constexpr")]
+
+    def is_float(layer: str) -> bool:
+        prefix = f"p_{layer.replace('.', '_')}_"
+        kinds = {kind == "const" for kind, name in ops if name.startswith(prefix)}
+        return kinds == {True}
+
+    return is_float
 
 
 def kept_weight_names(mlmodel: Any, modules: list[str]) -> list[str]:
@@ -150,6 +172,7 @@ def pt2e_coreml(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         # None: CoreMLQuantizer leaves every node under that module path unannotated (float).
         module_name_configs=dict.fromkeys(
             keep_float_modules(recipe.param("keep_float", []), program.module())))
+    covered = kept_layers(recipe.param("keep_float", []), program.module())
     # CoreMLQuantizer's qint8 weights: symmetric per-channel over [-128, 127].
     keep = keep_float_filter(recipe.param("keep_float", []), program.module())  # float layers: no correction
     program = maybe_bias_corrected(program, recipe, ctx.calibration, (-128, 127), keep)
@@ -158,6 +181,7 @@ def pt2e_coreml(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         quantizer = _affine_activations(quantizer)
     with _fast_pattern_tracing():
         quantized = run_pt2e(program, quantizer, ctx.calibration)
+    check_kept_float(covered, pt2e_float_layers(quantized).__contains__, "ios")
     return Prepared(quantized, reference=torch_callable(quantized))
 
 

@@ -15,9 +15,13 @@ from typing import Any
 from edge_export.build.exporter import BuildContext, Prepared, SchemeTable
 from edge_export.errors import UsageError
 from edge_export.quant.mechanisms import (
+    check_kept_float,
+    eager_float,
     keep_float_filter,
     keep_float_modules,
+    kept_layers,
     maybe_bias_corrected,
+    pt2e_float_layers,
     run_pt2e,
     torch_callable,
 )
@@ -46,6 +50,7 @@ def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         is_per_channel=recipe.param("granularity", "per-channel") == "per-channel",
         is_dynamic=dynamic)
     quantizer = fused_clamp_quantizer().set_global(config)  # conv -> ReLU6 observed once
+    covered = kept_layers(recipe.param("keep_float", []), program.module())
     keep = keep_float_filter(recipe.param("keep_float", []), program.module())
     if keep is not None:
         quantizer.set_filter_function(keep)
@@ -54,6 +59,7 @@ def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     if not dynamic:  # XNNPACK's int8 weights are symmetric in [-127, 127]
         program = maybe_bias_corrected(program, recipe, samples, (-127, 127), keep)
     quantized = run_pt2e(program, quantizer, samples)
+    check_kept_float(covered, pt2e_float_layers(quantized).__contains__, "android")
     if keep is not None:
         quantized = requantize_float_pads(quantized)
     return Prepared(quantized, reference=torch_callable(quantized))
@@ -73,6 +79,7 @@ def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     if not any(m.in_features % group == 0 for m in linears):
         raise UsageError(f"recipe {recipe.name}: no Linear layer has in_features divisible by "
                          f"the group size {group}", hint="use int8-dynamic for this model")
+    covered = kept_layers(recipe.param("keep_float", []), program.module())
     keep = keep_float_modules(recipe.param("keep_float", []), program.module())
 
     def chosen(m: Any, fqn: str) -> bool:
@@ -82,4 +89,5 @@ def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     quantize_(module, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
                                                            weight_granularity=PerGroup(group)),
               filter_fn=chosen)
+    check_kept_float(covered, lambda layer: eager_float(module, layer), "android")
     return Prepared(module, reference=torch_callable(module))

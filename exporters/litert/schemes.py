@@ -53,7 +53,9 @@ def aeq_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     key = (recipe.param("activations", "float"), recipe.param("bits", 8),
            recipe.param("granularity", "per-channel"))
     name = AEQ_RECIPES[key]
-    keep_regexes = scope_regexes(recipe.param("keep_float", []), program.module())
+    keep = recipe.param("keep_float", [])
+    keep_regexes = scope_regexes(keep, program.module())
+    check = _kept_float_check(keep, program.module())
 
     def quantize(model: bytes) -> bytes:
         from ai_edge_quantizer import qtyping, quantizer, recipe_manager
@@ -68,7 +70,7 @@ def aeq_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
                                             algorithm_key=AlgorithmName.NO_QUANTIZE)
         result = quantizer.Quantizer(model, manager.get_quantization_recipe()).quantize(
             enable_progress_report=False)
-        return bytes(result.quantized_model)
+        return check(bytes(result.quantized_model))
 
     return Prepared(program, post_convert=quantize)
 
@@ -78,6 +80,7 @@ def aeq_static(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     """Calibrated int8 weights and activations, float32 model inputs/outputs; ops of the
     ``keep_float`` modules are left float (NO_QUANTIZE on their scope)."""
     keep_regexes = scope_regexes(recipe.param("keep_float", []), program.module())
+    check = _kept_float_check(recipe.param("keep_float", []), program.module())
 
     def quantize(model: bytes) -> bytes:
         from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe_manager
@@ -102,7 +105,7 @@ def aeq_static(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         feeds = [dict(zip(names, (t.numpy() for t in sample), strict=True))
                  for sample in ctx.calibration]
         cal.calibrate({"serving_default": feeds}, qt._recipe_manager)
-        return bytes(qt.quantize(cal.get_model_qsvs(), enable_progress_report=False).quantized_model)
+        return check(bytes(qt.quantize(cal.get_model_qsvs(), enable_progress_report=False).quantized_model))
 
     # AEQ's int8 weights are symmetric narrow-range: [-127, 127].
     keep = keep_float_filter(recipe.param("keep_float", []), program.module())  # float layers: no correction
@@ -129,27 +132,68 @@ def scope_regexes(patterns: list[str], graph_module: Any) -> list[str]:
     return regexes
 
 
-def keep_float_scopes(model: bytes, name_regexes: list[str]) -> list[str]:
-    """AEQ recipe regexes (exact op scopes) for the ops of the kept modules. AEQ matches an
-    op by its output tensor names, but a layer feeding a model output has its output named
-    after the signature (``serving_default_output_0``); so an op belongs to a module when its
-    outputs *or its constant inputs* (weights, bias) carry the module's name - never its
-    activation inputs, which name the layer before it."""
-    if not name_regexes:
-        return []
+def _kept_float_check(patterns: list[str], graph_module: Any) -> Callable[[bytes], bytes]:
+    """The quantized flatbuffer, once every layer ``patterns`` keeps float is float in it: each
+    has ops (named as ``keep_float_scopes`` finds them) and none holds an integer constant.
+    A layer whose tensor names match no op would otherwise be quantized without a word."""
+    from edge_export.quant.mechanisms import check_kept_float, kept_layers
+
+    covered = kept_layers(patterns, graph_module)
+    regexes = {layer: scope_regexes([layer], graph_module) for layers in covered.values() for layer in layers}
+
+    def check(model: bytes) -> bytes:
+        if covered:
+            flat_ops = _ops_by_names(model)
+            check_kept_float(covered, lambda layer: _all_float(flat_ops, regexes[layer]), "tflite")
+        return model
+
+    return check
+
+
+def _ops_by_names(model: bytes) -> list[tuple[list[str], bool, str]]:
+    """Every op of the model: (the names it is matched by, whether none of its constants is
+    quantized, its AEQ scope). AEQ matches an op by its output tensor names, but a layer feeding
+    a model output has its output named after the signature (``serving_default_output_0``);
+    so an op belongs to a module when its outputs *or its constant inputs* (weights, bias)
+    carry the module's name - never its activation inputs, which name the layer before it."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
 
     flat = tfl.read_model(model)
-    scopes: list[str] = []
+    found = []
     for subgraph in flat.subgraphs:
         tensors = subgraph.tensors
         for op in subgraph.operators:
             const = [i for i in op.inputs if i != -1 and _is_constant(flat, tensors[i])]
             names = [tfl.get_tensor_name(tensors[i]) + ";" for i in [*op.outputs, *const] if i != -1]
-            if any(re.search(rx, n) for rx in name_regexes for n in names):
-                scope = f"^{re.escape(tfl.get_op_scope(op, tensors))}$"
-                if scope not in scopes:
-                    scopes.append(scope)
+            found.append((names, not any(_quantized(tensors[i]) for i in const), tfl.get_op_scope(op, tensors)))
+    return found
+
+
+def _quantized(tensor: Any) -> bool:
+    """A constant with quantization scales (int weights, int32 static bias); integer shape or
+    permutation constants carry none."""
+    params = tensor.quantization
+    return params is not None and params.scale is not None and len(params.scale) > 0
+
+
+def _matches(names: list[str], name_regexes: list[str]) -> bool:
+    return any(re.search(rx, n) for rx in name_regexes for n in names)
+
+
+def _all_float(ops: list[tuple[list[str], bool, str]], name_regexes: list[str]) -> bool:
+    mine = [is_float for names, is_float, _scope in ops if _matches(names, name_regexes)]
+    return bool(mine) and all(mine)
+
+
+def keep_float_scopes(model: bytes, name_regexes: list[str]) -> list[str]:
+    """AEQ recipe regexes (exact op scopes) for the ops of the kept modules (see ``_ops_by_names``)."""
+    if not name_regexes:
+        return []
+    scopes: list[str] = []
+    for names, _is_float, scope in _ops_by_names(model):
+        regex = f"^{re.escape(scope)}$"
+        if _matches(names, name_regexes) and regex not in scopes:
+            scopes.append(regex)
     return scopes
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge_export.errors import UsageError
+from edge_export.llm.quantize import record_unquantized
 from edge_export.llm.recipe import LLMRecipe
 
 BITS = {"int8": 8, "int4": 4}
@@ -64,6 +65,7 @@ def coreml_fake_quantize(model: Any, recipe: LLMRecipe) -> Any:
     layers = [m for m in model.modules() if eligible(m, group)]
     if not layers:
         raise UsageError(f"recipe {recipe.name}: no Linear layer has in_features divisible by {group}")
+    record_unquantized(model, lambda module: eligible(module, group))
     owners: dict[int, list[Any]] = {}  # a tied weight: every module that holds it gets the info
     for module in model.modules():
         if isinstance(getattr(module, "weight", None), torch.nn.Parameter):
