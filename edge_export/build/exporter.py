@@ -101,6 +101,9 @@ class BuildContext:
     example_inputs: tuple[Any, ...]
     input_names: list[str]
     output_names: list[str]
+    # The user's own torchao-quantized module, when the model arrived that way: a scheme of the
+    # same kind lowers it as it is (re-quantizing the dequantized copy derives other scales).
+    user_module: Callable[[], Any] | None = None
 
 
 Scheme = Callable[[Any, "Any", BuildContext], Prepared]

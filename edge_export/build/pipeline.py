@@ -236,8 +236,11 @@ def _carriers(target: str, quantized: str) -> list[Recipe]:
 
 def carried_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
     """The recipe ``target`` ships a model quantized as ``quantized`` with (the requested
-    ``recipe`` must be the float one or that recipe itself), or CannotCarry naming the
-    targets that can."""
+    ``recipe`` must be the float one or that recipe itself, or a recipe file that declares it
+    carries it, e.g. to gate quality against float with a ``[goal]``), or CannotCarry naming
+    the targets that can."""
+    if quantized in recipe.carries and recipe.supported:
+        return recipe
     carriers = _carriers(target, quantized)
     own = carriers[0] if carriers and carriers[0].supported else None
     if own is None:

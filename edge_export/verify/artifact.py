@@ -1,6 +1,7 @@
 """The verify stage of one job: run the artifact on its own runtime and compare it with
-PyTorch (the recipe's quality gate against float, the lowering-fidelity gate against the
-quantized model), at every declared dynamic size, then its host latency and, with
+PyTorch (the gate against float, or against the user's module for a model that arrived
+quantized: gate_reference; the lowering-fidelity gate against the model a recipe quantized
+in PyTorch), at every declared dynamic size, then its host latency and, with
 ``--eval-data``, its accuracy. Inputs come from the workspace files the export stage wrote.
 """
 
@@ -22,6 +23,35 @@ if TYPE_CHECKING:
 # Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
 # recipe does not set one: tight, because both sides compute the same quantized graph.
 DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
+# A model that arrived quantized, on a target running the user's own scheme: artifact vs the
+# user's module, as tight as lowering fidelity (both sides compute the same quantization).
+SAME_SCHEME_GATE = DEFAULT_FIDELITY
+FLOAT, USER_QUANTIZED = "pytorch-float", "pytorch-user-quantized"
+
+
+def gate_reference(job: Job) -> tuple[str, Thresholds]:
+    """Which reference the package is gated on, and at which thresholds.
+
+    A float model is gated against float PyTorch at the recipe's ``[parity]``. A model that
+    arrives quantized (a PT2E graph, torchao weights: ``source.compression.quantization``)
+    is gated on what the user handed over: fidelity to the user's own quantized module (the
+    golden outputs), at SAME_SCHEME_GATE where the recipe declares it runs the same scheme
+    (``[carries]``: ``"same"``) and at the recipe's ``[parity]`` where it runs the closest
+    one (``"closest"``). Quality against float (for torchao, the dequantized float copy; a PT2E
+    graph has no float model) is reported beside it, and gated only when asked: the recipe's
+    ``[goal]`` (float_quality_gate). ``parity.reference`` and the manifest record which
+    reference gated."""
+    quantized = job.model.compression.get("quantization")
+    if not quantized:
+        return FLOAT, job.recipe.parity
+    same = job.recipe.carries.get(quantized) == "same"
+    return USER_QUANTIZED, SAME_SCHEME_GATE if same else job.recipe.parity
+
+
+def float_quality_gate(job: Job) -> Thresholds | None:
+    """The quality-against-float thresholds a quantized model is gated at: only those the
+    user asked for (a recipe's ``[goal]``); None reports the quality without gating it."""
+    return job.recipe.goal
 
 
 def parity_columns(job: Job) -> tuple[list[tuple[np.ndarray, ...]], list[list[np.ndarray]]]:
@@ -51,6 +81,7 @@ def verify_artifact(job: Job, exporter: Any, artifact: Path, prepared: Any):
     from edge_export.verify.parity import ParityResult, gate
 
     inputs, reference = parity_columns(job)
+    reference_name, thresholds = gate_reference(job)
     try:
         from edge_export.verify.latency import limit_threads
 
@@ -58,19 +89,20 @@ def verify_artifact(job: Job, exporter: Any, artifact: Path, prepared: Any):
         runtime, run = exporter.load_runtime(artifact, threads=job.threads)
     except RuntimeUnavailable as exc:
         result = ParityResult("not-run", exporter.runtime_name, reason=str(exc),
-                              thresholds=job.recipe.parity.to_json())
+                              reference=reference_name, thresholds=thresholds.to_json())
         return _parity_json(result, None, job), None, None
     try:
         actual = [run(list(sample)) for sample in inputs]
     except Exception as exc:  # noqa: BLE001 - the runtime rejected the artifact
-        result = ParityResult("failed", runtime, thresholds=job.recipe.parity.to_json(),
+        result = ParityResult("failed", runtime, reference=reference_name, thresholds=thresholds.to_json(),
                               reason=f"{runtime} could not run the artifact: "
                                      f"{summarize_exception(exc)}")
         return _parity_json(result, None, job), None, None
     names = list(job.model.output_names)
     kinds = {"kinds": list(job.model.output_kinds) or None,
              "real_inputs": job.parity_inputs_from == "validation-data"}
-    quality = gate(names, reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
+    quality = gate(names, reference, actual, thresholds, runtime, reference_name, **kinds)
+    against_float = _against_float(job, names, actual, runtime, kinds, quality)
     fidelity = None
     if prepared.reference is not None:
         ref_q = [torch_outputs(prepared.reference, s) for s in inputs]
@@ -81,12 +113,32 @@ def verify_artifact(job: Job, exporter: Any, artifact: Path, prepared: Any):
     sizes = _check_sizes(job, run, runtime, quality)
     latency = _latency(run, inputs[0], job.threads)
     accuracy = _accuracy(job, run, runtime)
-    return {**_parity_json(quality, fidelity, job), **sizes}, latency, accuracy
+    return {**_parity_json(quality, fidelity, job), **against_float, **sizes}, latency, accuracy
+
+
+def _against_float(job: Job, names: list[str], actual: list[list[np.ndarray]], runtime: str,
+                   kinds: dict[str, Any], quality: ParityResult) -> dict[str, Any]:
+    """A torchao model's quality against its dequantized float copy (``float_out_``): under
+    ``"float"`` in parity.json, ``"gated": false`` unless float_quality_gate asks for it."""
+    from edge_export.verify.parity import gate
+
+    arrays = load_npz(job.workspace / "parity.npz")
+    if "float_out_0" not in arrays:
+        return {}
+    floats = columns(arrays, "float_out_", len(names))
+    asked = float_quality_gate(job)
+    result = gate(names, [list(s) for s in floats], actual, asked or job.recipe.parity, runtime, FLOAT,
+                  **kinds)
+    if asked is None:
+        result.status, result.reason = "reported", ""
+    elif result.status == "failed" and quality.status == "passed":
+        quality.status, quality.reason = "failed", result.reason
+    return {"float": {**result.to_json(), "gated": asked is not None}}
 
 
 def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dict[str, Any]:
-    """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
-    recipe's thresholds; the first failure fails the package."""
+    """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), against
+    the gate's reference and thresholds (gate_reference); the first failure fails the package."""
     from edge_export.load.dynamic import sizes_label
     from edge_export.verify.parity import ParityResult, gate
 
@@ -94,14 +146,15 @@ def _check_sizes(job: Job, run: Any, runtime: str, quality: ParityResult) -> dic
     if not arrays:
         return {}
     names, specs = list(job.model.output_names), job.model.inputs
+    reference_name, thresholds = gate_reference(job)
     checked = []
     for k in range(len({key.split("_", 1)[0] for key in arrays})):
         sample = tuple(arrays[f"s{k}_in_{i}"] for i in range(len(specs)))
         reference = [arrays[f"s{k}_out_{j}"] for j in range(len(names))]
         label = sizes_label(sample, specs)
         try:
-            result = gate(names, [reference], [run(list(sample))], job.recipe.parity, runtime,
-                          "pytorch-float", kinds=list(job.model.output_kinds) or None, real_inputs=False)
+            result = gate(names, [reference], [run(list(sample))], thresholds, runtime, reference_name,
+                          kinds=list(job.model.output_kinds) or None, real_inputs=False)
         except Exception as exc:  # noqa: BLE001 - the runtime rejected this size
             result = ParityResult("failed", runtime, reason=f"{runtime} could not run it: "
                                   f"{summarize_exception(exc)}")
