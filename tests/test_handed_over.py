@@ -72,7 +72,7 @@ def test_a_pt2e_quantized_model_keeps_its_quantization(tmp_path):
     packages = assert_all_passed(code, data, {"android", "ios"})
     (skipped,) = data["skipped"]
     assert skipped["target"] == "tflite" and skipped["installed"] is True
-    assert skipped["refused"].startswith("target tflite cannot take a pt2e-quantized model")
+    assert skipped["refused"].startswith("target tflite cannot carry a pt2e model")
     assert {p["recipe"] for p in packages} == {"prequantized"}
     for pkg in packages:
         assert manifest(pkg)["source"]["compression"]["quantization"] == "pt2e"
@@ -82,7 +82,7 @@ def test_a_pt2e_quantized_model_keeps_its_quantization(tmp_path):
 
 
 @pytest.mark.parametrize(("extra", "phrase"), [
-    (("--target", "tflite"), "target tflite cannot take a pt2e-quantized model"),
+    (("--target", "tflite"), "target tflite cannot carry a pt2e model"),
     (("--target", "android", "--recipe", "int8-dynamic"), "would quantize it again"),
 ])
 def test_a_pt2e_model_is_refused_where_it_cannot_be_carried(extra, phrase, tmp_path):

@@ -101,6 +101,9 @@ class BuildContext:
     example_inputs: tuple[Any, ...]
     input_names: list[str]
     output_names: list[str]
+    # The user's own torchao-quantized module, when the model arrived that way: a scheme of the
+    # same kind lowers it as it is (re-quantizing the dequantized copy derives other scales).
+    user_module: Callable[[], Any] | None = None
 
 
 Scheme = Callable[[Any, "Any", BuildContext], Prepared]
@@ -221,8 +224,9 @@ class Availability:
     missing: tuple[str, ...] = ()
     install_command: str | None = None
     # An installed target that ``--target all`` left out because it cannot take this model
-    # (a PT2E or torchao model it cannot carry): the one-line reason.
+    # (a PT2E or torchao model it cannot carry) or has none of a requested recipe: the reason.
     refusal: str | None = None
+    recipes: tuple[str, ...] = ()  # the requested recipes it was left out for, if that was why
 
     @property
     def installed(self) -> bool:
@@ -242,7 +246,8 @@ class Availability:
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "installed": self.installed, "missing": list(self.missing),
-                "install": self.install_command, **({"refused": self.refusal} if self.refusal else {})}
+                "install": self.install_command, **({"refused": self.refusal} if self.refusal else {}),
+                **({"recipes": list(self.recipes)} if self.recipes else {})}
 
 
 @cache

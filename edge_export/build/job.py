@@ -250,14 +250,21 @@ def _context(job: Job) -> BuildContext:
     parity = load_npz(job.workspace / "parity.npz")
     examples = tuple(torch.from_numpy(parity[f"in_{i}"][0].copy()) for i in range(n_in))
 
-    def reload_module() -> torch.nn.Module:
+    def load() -> Any:
         from edge_export.load.model import load_model
 
-        loaded = load_model(job.model.spec, input_specs=list(job.model.input_overrides),
-                            trust_pickle=job.model.trust_pickle)
+        return load_model(job.model.spec, input_specs=list(job.model.input_overrides),
+                          trust_pickle=job.model.trust_pickle)
+
+    def reload_module() -> torch.nn.Module:
+        loaded = load()
         state = torch.load(str(job.workspace / "weights.pt"), weights_only=True, mmap=True)
         loaded.module.load_state_dict(state)
         return loaded.module.eval()
+
+    from edge_export.load.compression import TORCHAO_PREFIX
+
+    torchao = (job.model.compression.get("quantization") or "").startswith(TORCHAO_PREFIX)
 
     return BuildContext(
         calibration=[tuple(torch.from_numpy(a.copy()) for a in s) for s in calib[:limit]],
@@ -265,6 +272,7 @@ def _context(job: Job) -> BuildContext:
         example_inputs=examples,
         input_names=[s.name for s in job.model.inputs],
         output_names=list(job.model.output_names),
+        user_module=(lambda: load().reference.eval()) if torchao else None,
     )
 
 
@@ -296,7 +304,8 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
         "format": exporter.format,
         "recipe": {"name": job.recipe.name, "summary": job.recipe.summary,
                    "scheme": job.recipe.scheme, "params": job.recipe.params,
-                   "sha256": job.recipe.sha256},
+                   "sha256": job.recipe.sha256,
+                   **({"requested": job.recipe.requested} if job.recipe.requested else {})},
         "artifact": {"path": exporter.artifact_name, "sha256": "0" * 64, "bytes": 0},
         "inputs": [{**s.to_json(), "layout": "contiguous"} for s in model.inputs],
         "outputs": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape), "dynamic_dims": [],
@@ -308,7 +317,10 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
         "labels": labels,
         "runtime": exporter.runtime_requirements(job.recipe),
         "tools": {**exporter.tool_versions(), "edge-export": __version__},
+        # reference: what the gate compared with (verify.artifact.gate_reference): pytorch-float,
+        # or pytorch-user-quantized for a model that arrived quantized
         "parity": {"status": parity["status"], "runtime": parity["runtime"],
+                   "reference": parity["reference"],
                    "reason": parity["reason"], "inputs": job.parity_inputs_from,
                    "thresholds": parity["thresholds"], "not_applied": parity.get("not_applied", {}),
                    "worst": worst},

@@ -36,7 +36,7 @@ from edge_export.package.manifest import (
     publish_lock,
     staging_root,
 )
-from edge_export.quant.recipe import Recipe, builtin_recipes, is_recipe_file, load_recipe_file
+from edge_export.quant.recipe import Recipe, builtin_aliases, builtin_recipes, is_recipe_file, load_recipe_file
 
 DEFAULT_VERSION = "0.1.0"
 
@@ -96,24 +96,49 @@ def resolve_targets(names: tuple[str, ...]) -> list[str]:
     return select_targets(names)[0]
 
 
-def resolve_recipes(targets: list[str], requested: tuple[str, ...]) -> list[tuple[str, Recipe]]:
-    """The (target, recipe) matrix; an unsupported named recipe is a usage error."""
+def resolve_recipes(targets: list[str], requested: tuple[str, ...],
+                    calibrated: bool = False) -> list[tuple[str, Recipe]]:
+    """The (target, recipe) matrix for targets named explicitly: a recipe a target does not
+    have is a usage error (see plan_recipes)."""
+    return plan_recipes(targets, requested, calibrated=calibrated)[0]
+
+
+def plan_targets_and_recipes(names: tuple[str, ...], requested: tuple[str, ...], calibrated: bool
+                             ) -> tuple[list[str], list[tuple[str, Recipe]], list[Availability]]:
+    """``--target`` and ``--recipe`` as the run will take them: the targets, the (target,
+    recipe) plan, and what ``--target all`` left out (not installed, or without the recipe)."""
+    targets, skipped = select_targets(names)
+    explicit = {n for n in names if n != ALL_TARGETS}
+    plan, refused = plan_recipes(targets, requested, calibrated=calibrated,
+                                 optional=frozenset(t for t in targets if t not in explicit))
+    return targets, plan, skipped + refused
+
+
+def plan_recipes(targets: list[str], requested: tuple[str, ...], *, calibrated: bool = False,
+                 optional: frozenset[str] = frozenset()) -> tuple[list[tuple[str, Recipe]], list[Availability]]:
+    """The (target, recipe) matrix, and the ``optional`` targets left out.
+
+    A shipped name applies to every target, a recipe file to its own. A portable name
+    (``int8``, ``int4``: recipes/<target>/aliases/) becomes each target's own recipe, the
+    ``calibrated`` one when calibration data is given; the recipe keeps the name asked for in
+    ``requested``. A target without a requested recipe is refused when it was named, and left
+    out (one Availability naming every recipe it lacks) when ``--target all`` brought it in
+    (``optional``); when no target is left, the first refusal is raised."""
     files = [load_recipe_file(r) for r in requested if is_recipe_file(r)]
     names = [r for r in requested if not is_recipe_file(r)]
     plan: list[tuple[str, Recipe]] = []
+    refusals: dict[str, list[tuple[str, UsageError]]] = {}
     for target in targets:
-        shipped = builtin_recipes(target)
         for name in names:
-            recipe = shipped.get(name)
-            supported = sorted(n for n, r in shipped.items() if r.supported)
-            if recipe is None:
-                raise UsageError(f"unknown recipe {name!r} for target {target}",
-                                 hint=f"{target} supports: {', '.join(supported)}")
-            if not recipe.supported:
-                raise UsageError(f"recipe {name!r} is not supported on {target}: "
-                                 f"{recipe.unsupported}",
-                                 hint=f"{target} supports: {', '.join(supported)}")
-            plan.append((target, recipe))
+            try:
+                recipe = _shipped_recipe(target, name, calibrated)
+            except UsageError as exc:
+                if target not in optional:
+                    raise
+                refusals.setdefault(target, []).append((name, exc))
+                continue
+            if all((t, r.name) != (target, recipe.name) for t, r in plan):
+                plan.append((target, recipe))
         plan.extend((target, r) for r in files if r.target == target)
     for recipe in files:
         if recipe.target not in targets:
@@ -122,7 +147,28 @@ def resolve_recipes(targets: list[str], requested: tuple[str, ...]) -> list[tupl
         if not recipe.supported:
             raise UsageError(f"recipe file {recipe.name!r} says it is unsupported: "
                              f"{recipe.unsupported}")
-    return plan
+    if not plan and refusals:
+        raise next(iter(refusals.values()))[0][1]
+    skipped = [Availability(target, refusal="; ".join(exc.message for _, exc in refused),
+                            recipes=tuple(name for name, _ in refused))
+               for target, refused in refusals.items()]
+    return plan, skipped
+
+
+def _shipped_recipe(target: str, name: str, calibrated: bool) -> Recipe:
+    """The target's recipe ``name``, or the one its portable name resolves to."""
+    shipped = builtin_recipes(target)
+    alias = builtin_aliases(target).get(name)
+    if alias is not None:
+        return replace(shipped[alias.resolve(calibrated)], requested=name)
+    recipe = shipped.get(name)
+    supported = sorted(n for n, r in shipped.items() if r.supported)
+    hint = f"{target} supports: {', '.join(supported)}; portable: {', '.join(sorted(builtin_aliases(target)))}"
+    if recipe is None:
+        raise UsageError(f"unknown recipe {name!r} for target {target}", hint=hint)
+    if not recipe.supported:
+        raise UsageError(f"recipe {name!r} is not supported on {target}: {recipe.unsupported}", hint=hint)
+    return recipe
 
 
 def override_keep_float(plan: list[tuple[str, Recipe]],
@@ -155,14 +201,13 @@ def compose_with_compression(plan: list[tuple[str, Recipe]], compression: dict,
                              explicit: frozenset[str] = frozenset()
                              ) -> tuple[list[tuple[str, Recipe]], list[Availability]]:
     """A model the user already quantized keeps its quantization: the float recipe becomes
-    ``prequantized`` for a PT2E graph (lowered as it is) and, for torchao weights, each
-    target's recipe of the same scheme (compression.TORCHAO_EQUIVALENTS); any other recipe
-    would quantize it again and is refused, never applied silently.
+    the target's recipe that declares it ``carries`` it (recipes/<target>/*.toml: a PT2E graph
+    ships as ``prequantized``, torchao weights as the recipe of the same or the closest
+    scheme, "same" preferred); any other recipe would quantize it again and is refused,
+    never applied silently.
 
     A target that cannot carry the model is refused when named in ``explicit``; one that
     ``--target all`` brought in is left out (returned, to be reported), unless none is left."""
-    from edge_export.load.compression import TORCHAO_PREFIX
-
     quantized = compression.get("quantization")
     if not quantized:
         for target, recipe in plan:
@@ -171,12 +216,11 @@ def compose_with_compression(plan: list[tuple[str, Recipe]], compression: dict,
                                  "PT2E before export; this model is float",
                                  hint="choose a quantization recipe, e.g. --recipe int8-static")
         return plan, []
-    carried = _torchao_recipe if quantized.startswith(TORCHAO_PREFIX) else _pt2e_recipe
     composed: list[tuple[str, Recipe]] = []
     left_out: list[tuple[str, UsageError]] = []
     for target, recipe in plan:
         try:
-            own = carried(target, recipe, quantized)
+            own = carried_recipe(target, recipe, quantized)
         except CannotCarry as exc:
             if target in explicit:
                 raise
@@ -190,30 +234,24 @@ def compose_with_compression(plan: list[tuple[str, Recipe]], compression: dict,
     return composed, list(skipped.values())
 
 
-def _pt2e_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
-    if recipe.name not in (FLOAT_RECIPE, PREQUANTIZED):
-        raise UsageError(f"the model is already quantized ({quantized}); --recipe {recipe.name} "
-                         f"({target}) would quantize it again",
-                         hint=f"pass no --recipe: its own quantization ships as recipe {PREQUANTIZED!r}")
-    own = builtin_recipes(target).get(PREQUANTIZED)
-    if own is None or not own.supported:
-        able = [t for t in target_names() if (r := builtin_recipes(t).get(PREQUANTIZED)) and r.supported]
-        raise CannotCarry(f"target {target} cannot take a {quantized}-quantized model: "
-                          f"{own.unsupported if own else 'no prequantized recipe'}",
-                          hint=f"targets that can: {', '.join(able)}")
-    return own
+def _carriers(target: str, quantized: str) -> list[Recipe]:
+    """The target's recipes declaring they carry ``quantized``, "same" before "closest"."""
+    declared = [r for r in builtin_recipes(target).values() if quantized in r.carries]
+    return sorted(declared, key=lambda r: (not r.supported, r.carries[quantized] != "same", r.name))
 
 
-def _torchao_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
-    from edge_export.load.compression import TORCHAO_EQUIVALENTS, TORCHAO_PREFIX
-
-    equivalents = TORCHAO_EQUIVALENTS[quantized.removeprefix(TORCHAO_PREFIX)]
-    shipped = builtin_recipes(target)
-    own = next((shipped[n] for n in equivalents if n in shipped and shipped[n].supported), None)
+def carried_recipe(target: str, recipe: Recipe, quantized: str) -> Recipe:
+    """The recipe ``target`` ships a model quantized as ``quantized`` with (the requested
+    ``recipe`` must be the float one or that recipe itself, or a recipe file that declares it
+    carries it, e.g. to gate quality against float with a ``[goal]``), or CannotCarry naming
+    the targets that can."""
+    if quantized in recipe.carries and recipe.supported:
+        return recipe
+    carriers = _carriers(target, quantized)
+    own = carriers[0] if carriers and carriers[0].supported else None
     if own is None:
-        able = [t for t in target_names()
-                if any((r := builtin_recipes(t).get(n)) and r.supported for n in equivalents)]
-        why = "; ".join(f"{n}: {shipped[n].unsupported}" for n in equivalents if n in shipped)
+        able = [t for t in target_names() if any(r.supported for r in _carriers(t, quantized))]
+        why = "; ".join(f"{r.name}: {r.unsupported}" for r in carriers) or "no recipe carries it"
         raise CannotCarry(f"target {target} cannot carry a {quantized} model ({why})",
                           hint=f"targets that can: {', '.join(able)}")
     if recipe.name not in (FLOAT_RECIPE, own.name):
@@ -237,10 +275,11 @@ def refuse_dynamic(targets: list[str]) -> None:
 
 def run_export(opts: ExportOptions) -> RunReport:
     from edge_export.build import fastpath
-    targets, skipped = select_targets(opts.targets)
+    targets, plan, skipped = plan_targets_and_recipes(opts.targets, opts.recipes,
+                                                      calibrated=opts.calibration_data is not None)
     if opts.dynamic:
         refuse_dynamic(targets)
-    plan = override_keep_float(resolve_recipes(targets, opts.recipes), opts.keep_float)
+    plan = override_keep_float(plan, opts.keep_float)
     for _, recipe in plan:
         needs = recipe.calibration_required and opts.calibration_data is None
         if needs:

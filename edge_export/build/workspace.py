@@ -65,8 +65,12 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
     if opts.eval_data is not None:
         _write_eval(opts, loaded, folder)
     reference = [tuple(eager_outputs(loaded.reference, _torch(s))) for s in parity]
+    # A torchao model is gated on the user's module (out_); its dequantized float copy's
+    # outputs (float_out_) give the quality against float (verify/artifact.py).
+    dequantized = ([tuple(eager_outputs(loaded.module, _torch(s))) for s in parity]
+                   if loaded.user_module is not None else [])
     np.savez(folder / "parity.npz", **stable_arrays(parity, "in_"),
-             **stable_arrays(reference, "out_"))
+             **stable_arrays(reference, "out_"), **stable_arrays(dequantized, "float_out_"))
     if calibration:
         np.savez(folder / "calibration.npz", **stable_arrays(calibration, "in_"))
     if auto:

@@ -203,9 +203,9 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
     _check_package_id(name, pkg_version)
     with _stdout_for_json(as_json) as emit:
         from edge_export.build.cache import default_dir as default_cache_dir
-        from edge_export.build.pipeline import ExportOptions, resolve_recipes, resolve_targets, run_export
+        from edge_export.build.pipeline import ExportOptions, plan_targets_and_recipes, run_export
 
-        resolve_recipes(resolve_targets(targets), recipes)  # usage errors before heavy imports
+        plan_targets_and_recipes(targets, recipes, calibration_data is not None)  # usage errors, no heavy imports
         opts = ExportOptions(
             model=model, targets=targets, recipes=recipes, out=out, name=name,
             version=pkg_version, inputs=specs, dynamic=declared, trust_pickle=trust_pickle,

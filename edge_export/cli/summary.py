@@ -10,7 +10,7 @@ from rich.table import Table
 from edge_export.build.exporter import availability, target_names
 from edge_export.build.pipeline import RunReport
 from edge_export.cli.progress import output_console
-from edge_export.quant.recipe import builtin_recipes
+from edge_export.quant.recipe import builtin_aliases, builtin_recipes
 
 METRIC_KEYS = ("max_abs", "mean_abs", "cosine", "snr_db", "top1_agreement")
 
@@ -110,19 +110,39 @@ def print_summary(report: RunReport, out: Path) -> None:
 def recipe_matrix() -> dict[str, dict[str, Any]]:
     """{recipe: {target: {"supported", "summary" | "reason", "installed", "install"}}} over
     every shipped recipe; ``installed`` says whether the target's toolchain is here and
-    ``install`` is the pip command that brings it (null when installed)."""
+    ``install`` is the pip command that brings it (null when installed). A portable name's
+    cells (``int8``, ``int4``) carry ``"alias": {"calibrated", "data_free"}``: the recipe it
+    resolves to with ``--calibration-data`` and without."""
     matrix: dict[str, dict[str, Any]] = {}
     for target in target_names():
         status = availability(target)
+        cells: dict[str, dict[str, Any]] = {
+            name: {"supported": True, "summary": alias.summary, "alias": {
+                "calibrated": alias.calibrated, "data_free": alias.data_free}}
+            for name, alias in builtin_aliases(target).items()}
         for name, recipe in builtin_recipes(target).items():
-            cell = ({"supported": True, "summary": recipe.summary, "scheme": recipe.scheme,
-                     "calibration": recipe.calibration_required,
-                     "minimum_deployment": recipe.minimum_deployment}
-                    if recipe.supported else {"supported": False, "reason": recipe.unsupported})
+            cells[name] = ({"supported": True, "summary": recipe.summary, "scheme": recipe.scheme,
+                            "calibration": recipe.calibration_required,
+                            "minimum_deployment": recipe.minimum_deployment}
+                           if recipe.supported else {"supported": False, "reason": recipe.unsupported})
+        for name, cell in cells.items():
             cell.update(installed=status.installed, install=status.install_command
                         if not status.installed else None)
             matrix.setdefault(name, {})[target] = cell
     return matrix
+
+
+def _cell_text(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "[dim]—[/]"
+    if "alias" in cell:
+        chosen = cell["alias"]
+        if chosen["calibrated"] == chosen["data_free"]:
+            return f"[cyan]→ {chosen['data_free']}[/]"
+        return f"[cyan]→ {chosen['data_free']}; with --calibration-data → {chosen['calibrated']}[/]"
+    if cell["supported"]:
+        return f"[green]{cell['summary']}[/]"
+    return f"[dim]— {cell['reason']}[/]"
 
 
 def print_recipe_matrix(matrix: dict[str, dict[str, Any]]) -> None:
@@ -134,20 +154,14 @@ def print_recipe_matrix(matrix: dict[str, dict[str, Any]]) -> None:
     for target in targets:
         table.add_column(target if statuses[target].installed else f"{target} [red](not installed)[/]",
                          overflow="fold")
-    order = ["fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight", "int4-weight", "8da4w",
-             "palettize4"]
+    order = ["int8", "int4", "fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight", "int4-weight",
+             "8da4w", "palettize4"]
     for name in sorted(matrix, key=lambda n: (order.index(n) if n in order else 99, n)):
-        cells = []
-        for target in targets:
-            cell = matrix[name].get(target)
-            if cell is None:
-                cells.append("[dim]—[/]")
-            elif cell["supported"]:
-                cells.append(f"[green]{cell['summary']}[/]")
-            else:
-                cells.append(f"[dim]— {cell['reason']}[/]")
-        table.add_row(name, *cells)
+        table.add_row(name, *(_cell_text(matrix[name].get(target)) for target in targets))
     console.print(table)
+    console.print("int8, int4: portable names for each target's best 8-bit and 4-bit recipe "
+                  "(recipes/<target>/aliases/); a package is named after the recipe it resolved to",
+                  highlight=False, markup=False, soft_wrap=True)
     for status in statuses.values():
         if not status.installed:
             console.print(f"{status.target}: {status.describe()}", highlight=False, markup=False,

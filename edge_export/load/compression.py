@@ -40,16 +40,9 @@ class Compression:
                 "layout": self.layout}
 
 
-# torchao ``quantize_`` schemes edge-export carries, and per scheme the recipes that compute the
-# same thing, in order of preference: each target ships the first one it supports. A target
-# with none (XNNPACK has no weight-only int8 kernels; Core ML has no dynamic activations)
-# refuses in one line.
-TORCHAO_EQUIVALENTS: dict[str, tuple[str, ...]] = {
-    "int8-weight": ("int8-weight",),
-    "int8-dynamic": ("int8-dynamic",),
-    "8da4w": ("8da4w", "int4-weight"),  # ios: int4 weights, float activations
-    "int4-weight": ("int4-weight",),
-}
+# torchao ``quantize_`` schemes are recorded as ``torchao:<scheme>``; each target's recipe
+# that ships one says so (``[carries]`` in recipes/<target>/*.toml), and a target with none
+# (XNNPACK has no weight-only int8 kernels; Core ML has no dynamic activations) refuses.
 TORCHAO_PREFIX = "torchao:"
 
 
@@ -118,9 +111,9 @@ def _subclass_weights(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def torchao_scheme(module: torch.nn.Module) -> str | None:
-    """Which ``quantize_`` scheme the weights carry (a TORCHAO_EQUIVALENTS key), None for plain
-    weights. torchao swaps weights for tensor subclasses that no exporter can trace; their
-    attributes say what they compute. An unknown subclass is refused in one line."""
+    """Which ``quantize_`` scheme the weights carry (``int8-weight``, ``int8-dynamic``, ``8da4w``,
+    ``int4-weight``), None for plain weights. torchao swaps weights for tensor subclasses that
+    no exporter can trace; their attributes say what they compute. An unknown subclass is refused in one line."""
     weights = _subclass_weights(module)
     if not weights:
         return None

@@ -50,6 +50,13 @@ class Recipe:
     goal: Thresholds | None = None
     max_accuracy_drop: float | None = None
     minimum_deployment: str | None = None
+    # Quantization a user may hand over that this recipe carries (compression's
+    # ``quantization``, e.g. "torchao:8da4w"): "same" where the artifact computes the user's
+    # scheme (gated tightly against the user's module), "closest" where it approximates it.
+    carries: dict[str, str] = field(default_factory=dict)
+    # The portable name the user asked for (``int8``) when this recipe is what it resolved
+    # to on the target; not part of to_json, so both names share one cache entry.
+    requested: str | None = None
 
     @property
     def supported(self) -> bool:
@@ -95,6 +102,7 @@ def parse_recipe(text: str, origin: str, validate: bool = True) -> Recipe:
         goal=Thresholds(**data["goal"]) if "goal" in data else None,
         max_accuracy_drop=data.get("accuracy", {}).get("max_drop", default_drop),
         minimum_deployment=data.get("deployment", {}).get("minimum"),
+        carries=dict(data.get("carries", {})),
     )
 
 
@@ -125,6 +133,54 @@ def _builtin_recipes(target: str) -> dict[str, Recipe]:
             recipe = parse_recipe(entry.read_text(encoding="utf-8"), f"recipes/{target}/{entry.name}",
                                   validate=False)
             found[recipe.name] = recipe
+    return found
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A portable recipe name (``recipes/<target>/aliases/<name>.toml``): the target's own
+    recipe it stands for with ``--calibration-data`` and without."""
+
+    name: str
+    target: str
+    summary: str
+    calibrated: str
+    data_free: str
+
+    def resolve(self, calibrated: bool) -> str:
+        return self.calibrated if calibrated else self.data_free
+
+    def to_json(self) -> dict[str, str]:
+        return {"summary": self.summary, "calibrated": self.calibrated, "data_free": self.data_free}
+
+
+ALIAS_KEYS = ("name", "summary", "calibrated", "data_free")
+
+
+def builtin_aliases(target: str) -> dict[str, Alias]:
+    """The portable names a target defines, by name; each must name a shipped recipe."""
+    return dict(_builtin_aliases(target))
+
+
+@cache
+def _builtin_aliases(target: str) -> dict[str, Alias]:
+    folder = resources.files("edge_export.recipes").joinpath(target, "aliases")
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".toml"):
+            continue
+        origin = f"recipes/{target}/aliases/{entry.name}"
+        data = tomllib.loads(entry.read_text(encoding="utf-8"))
+        if sorted(data) != sorted(ALIAS_KEYS) or not all(isinstance(v, str) for v in data.values()):
+            raise ValueError(f"{origin}: an alias has exactly the string keys {', '.join(ALIAS_KEYS)}")
+        alias = Alias(target=target, **data)
+        shipped = _builtin_recipes(target)
+        for name in (alias.calibrated, alias.data_free):
+            if name not in shipped or not shipped[name].supported:
+                raise ValueError(f"{origin}: {name!r} is not a supported {target} recipe")
+        found[alias.name] = alias
     return found
 
 

@@ -1,6 +1,7 @@
 """The verify stage of one job: run the artifact on its own runtime and compare it with
-PyTorch (the recipe's quality gate against float, the lowering-fidelity gate against the
-quantized model), at every declared dynamic size, then its host latency and, with
+PyTorch (the gate against float, or against the user's module for a model that arrived
+quantized: gate_reference; the lowering-fidelity gate against the model a recipe quantized
+in PyTorch), at every declared dynamic size, then its host latency and, with
 ``--eval-data``, its accuracy. Inputs come from the workspace files the export stage wrote.
 """
 
@@ -18,10 +19,40 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edge_export.build.job import Job
+    from edge_export.verify.parity import ParityResult
 
 # Lowering-fidelity gate (artifact vs the quantized model run in PyTorch) when a
 # recipe does not set one: tight, because both sides compute the same quantized graph.
 DEFAULT_FIDELITY = Thresholds(cosine=0.999, snr_db=30.0)
+# A model that arrived quantized, on a target running the user's own scheme: artifact vs the
+# user's module, as tight as lowering fidelity (both sides compute the same quantization).
+SAME_SCHEME_GATE = DEFAULT_FIDELITY
+FLOAT, USER_QUANTIZED = "pytorch-float", "pytorch-user-quantized"
+
+
+def gate_reference(job: Job) -> tuple[str, Thresholds]:
+    """Which reference the package is gated on, and at which thresholds.
+
+    A float model is gated against float PyTorch at the recipe's ``[parity]``. A model that
+    arrives quantized (a PT2E graph, torchao weights: ``source.compression.quantization``)
+    is gated on what the user handed over: fidelity to the user's own quantized module (the
+    golden outputs), at SAME_SCHEME_GATE where the recipe declares it runs the same scheme
+    (``[carries]``: ``"same"``) and at the recipe's ``[parity]`` where it runs the closest
+    one (``"closest"``). Quality against float (for torchao, the dequantized float copy; a PT2E
+    graph has no float model) is reported beside it, and gated only when asked: the recipe's
+    ``[goal]`` (float_quality_gate). ``parity.reference`` and the manifest record which
+    reference gated."""
+    quantized = job.model.compression.get("quantization")
+    if not quantized:
+        return FLOAT, job.recipe.parity
+    same = job.recipe.carries.get(quantized) == "same"
+    return USER_QUANTIZED, SAME_SCHEME_GATE if same else job.recipe.parity
+
+
+def float_quality_gate(job: Job) -> Thresholds | None:
+    """The quality-against-float thresholds a quantized model is gated at: only those the
+    user asked for (a recipe's ``[goal]``); None reports the quality without gating it."""
+    return job.recipe.goal
 
 
 @dataclass(frozen=True)
@@ -32,6 +63,7 @@ class Split:
     reference: list[list[np.ndarray]]
     source: str  # validation-data | random | calibration-data
     overlaps_calibration: bool = False  # the quantizer calibrated on these very samples
+    float_reference: list[list[np.ndarray]] | None = None  # a torchao model's dequantized float copy
 
     @property
     def real(self) -> bool:
@@ -64,8 +96,10 @@ def _split(job: Job, name: str, source: str, overlaps: bool = False,
            arrays: dict[str, np.ndarray] | None = None) -> Split:
     arrays = arrays if arrays is not None else load_npz(job.workspace / name)
     inputs = columns(arrays, "in_", len(job.model.inputs))
-    reference = [list(s) for s in columns(arrays, "out_", len(job.model.output_names))]
-    return Split(inputs, reference, source, overlaps)
+    names = len(job.model.output_names)
+    reference = [list(s) for s in columns(arrays, "out_", names)]
+    floats = [list(s) for s in columns(arrays, "float_out_", names)] if "float_out_0" in arrays else None
+    return Split(inputs, reference, source, overlaps, floats)
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -100,11 +134,11 @@ def verify_artifact(job: Job, exporter: Any, artifact: Path, prepared: Any):
 def check_split(job: Job, exporter: Any, artifact: Path, prepared: Any, split: Split,
                 load_errors: bool = False) -> tuple[dict[str, Any], Any]:
     """(parity.json record, the runtime's run function or None when the artifact did not run):
-    the artifact run on ``split`` and gated against float PyTorch at the recipe's thresholds
-    and, where the recipe quantized in PyTorch, against that quantized model (lowering
-    fidelity). The record names the artifact it measured by the manifest's hash, so a
-    package can be checked to ship the file its figures are of. ``load_errors``: an artifact
-    the runtime cannot load fails the check instead of raising (a keep_float candidate)."""
+    the artifact run on ``split`` and gated against the gate's reference (gate_reference) and,
+    where the recipe quantized in PyTorch, against that quantized model (lowering fidelity).
+    The record names the artifact it measured by the manifest's hash, so a package can be
+    checked to ship the file its figures are of. ``load_errors``: an artifact the runtime
+    cannot load fails the check instead of raising (a keep_float candidate)."""
     from edge_export.package.hashing import artifact_sha256
     from edge_export.verify.latency import limit_threads
     from edge_export.verify.parity import ParityResult, gate, gate_terms
@@ -112,7 +146,8 @@ def check_split(job: Job, exporter: Any, artifact: Path, prepared: Any, split: S
     sha256, size = artifact_sha256(artifact)
     measured = {"samples": len(split.inputs), "artifact": {"sha256": sha256, "bytes": size}}
     kinds = {"kinds": list(job.model.output_kinds) or None, "real_inputs": split.real}
-    terms = gate_terms(job.recipe.parity, samples=len(split.inputs), **kinds)
+    reference_name, thresholds = gate_reference(job)
+    terms = {"reference": reference_name, **gate_terms(thresholds, samples=len(split.inputs), **kinds)}
     try:
         limit_threads(job.threads)
         runtime, run = exporter.load_runtime(artifact, threads=job.threads)
@@ -134,7 +169,8 @@ def check_split(job: Job, exporter: Any, artifact: Path, prepared: Any, split: S
                                      f"{summarize_exception(exc)}")
         return {**_parity_json(result, None, split), **measured}, None
     names = list(job.model.output_names)
-    quality = gate(names, split.reference, actual, job.recipe.parity, runtime, "pytorch-float", **kinds)
+    quality = gate(names, split.reference, actual, thresholds, runtime, reference_name, **kinds)
+    against_float = _against_float(job, split, names, actual, runtime, kinds, quality)
     fidelity = None
     if prepared.reference is not None:
         ref_q = [torch_outputs(prepared.reference, s) for s in split.inputs]
@@ -142,12 +178,30 @@ def check_split(job: Job, exporter: Any, artifact: Path, prepared: Any, split: S
                         runtime, "pytorch-quantized", **kinds)
         if fidelity.status == "failed" and quality.status == "passed":
             quality.status, quality.reason = "failed", fidelity.reason
-    return {**_parity_json(quality, fidelity, split), **measured}, run
+    return {**_parity_json(quality, fidelity, split), **against_float, **measured}, run
+
+
+def _against_float(job: Job, split: Split, names: list[str], actual: list[list[np.ndarray]], runtime: str,
+                   kinds: dict[str, Any], quality: ParityResult) -> dict[str, Any]:
+    """A torchao model's quality against its dequantized float copy (``float_out_`` of the
+    split): under ``"float"`` in parity.json, ``"gated": false`` unless float_quality_gate asks
+    for it."""
+    from edge_export.verify.parity import gate
+
+    if split.float_reference is None:
+        return {}
+    asked = float_quality_gate(job)
+    result = gate(names, split.float_reference, actual, asked or job.recipe.parity, runtime, FLOAT, **kinds)
+    if asked is None:
+        result.status, result.reason = "reported", ""
+    elif result.status == "failed" and quality.status == "passed":
+        quality.status, quality.reason = "failed", result.reason
+    return {"float": {**result.to_json(), "gated": asked is not None}}
 
 
 def _check_sizes(job: Job, run: Any, parity: dict[str, Any]) -> dict[str, Any]:
-    """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), with the
-    recipe's thresholds; the first failure fails the package."""
+    """Parity at the other sizes of the declared dynamic dimensions (``sizes.npz``), against
+    the gate's reference and thresholds (gate_reference); the first failure fails the package."""
     from edge_export.load.dynamic import sizes_label
     from edge_export.verify.parity import ParityResult, gate
 
@@ -156,14 +210,15 @@ def _check_sizes(job: Job, run: Any, parity: dict[str, Any]) -> dict[str, Any]:
         return {}
     runtime = parity["runtime"]
     names, specs = list(job.model.output_names), job.model.inputs
+    reference_name, thresholds = gate_reference(job)
     checked = []
     for k in range(len({key.split("_", 1)[0] for key in arrays})):
         sample = tuple(arrays[f"s{k}_in_{i}"] for i in range(len(specs)))
         reference = [arrays[f"s{k}_out_{j}"] for j in range(len(names))]
         label = sizes_label(sample, specs)
         try:
-            result = gate(names, [reference], [run(list(sample))], job.recipe.parity, runtime,
-                          "pytorch-float", kinds=list(job.model.output_kinds) or None, real_inputs=False)
+            result = gate(names, [reference], [run(list(sample))], thresholds, runtime, reference_name,
+                          kinds=list(job.model.output_kinds) or None, real_inputs=False)
         except Exception as exc:  # noqa: BLE001 - the runtime rejected this size
             result = ParityResult("failed", runtime, reason=f"{runtime} could not run it: "
                                   f"{summarize_exception(exc)}")

@@ -73,6 +73,9 @@ def torchao_8da4w(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     from torchao.quantization.granularity import PerGroup
     from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig
 
+    if ctx.user_module is not None:  # a torchao 8da4w model: lowered as the user quantized it
+        module = ctx.user_module()
+        return Prepared(module, reference=torch_callable(module))
     module = copy.deepcopy(ctx.reload_module())
     group = recipe.param("block_size", 32)
     linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
