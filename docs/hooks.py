@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "edge_export" / "schemas"
 LLM_RECIPES = ROOT / "edge_export" / "llm" / "recipes"
 CLI_DIR, SCHEMA_DIR = "reference/cli", "reference/schemas"
-RECIPE_ORDER = ["fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight", "int4-weight", "8da4w", "palettize4"]
+RECIPE_ORDER = ["int8", "int4", "fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight", "int4-weight", "8da4w",
+                "palettize4"]
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -134,6 +135,9 @@ def recipes_page() -> str:
             cell = matrix[name].get(target)
             if cell is None:
                 cells.append("–")
+            elif "alias" in cell:
+                chosen = cell["alias"]
+                cells.append(f"→ `{chosen['data_free']}`; with `--calibration-data` → `{chosen['calibrated']}`")
             elif cell["supported"]:
                 extra = [f"scheme `{cell['scheme']}`"] + (["needs calibration data"] if cell["calibration"] else [])
                 extra += [f"min. {cell['minimum_deployment']}"] if cell["minimum_deployment"] else []
