@@ -42,7 +42,7 @@ def _exporter_class(target: str) -> type:
     return ep.load()
 
 
-@pytest.mark.parametrize("target", ["android", "ios", "tflite"])
+@pytest.mark.parametrize("target", ["android", "ios", "tflite", "coreai"])
 def test_each_exporter_declares_exactly_its_extra(target: str):
     toolchain = _exporter_class(target).toolchain
     assert toolchain.extra == target
