@@ -113,6 +113,10 @@ def canonical_handles(ai_program: Any) -> Any:
     return AIProgram._from_mlir_module(ir.Module.parse(pattern.sub(rename, text), context))  # noqa: SLF001
 
 
+# Runtime checks that coreai-torch drops before converting (its validator skips them too).
+CHECKS = ("aten._assert_", "aten.sym_constrain_range")
+
+
 def not_lowerable(program: Any) -> list[str]:
     """ATen ops left after :func:`decompose` that coreai-torch has no lowering for (each
     stops the conversion), by coreai-torch's own resolver table, which its converter and
@@ -125,6 +129,6 @@ def not_lowerable(program: Any) -> list[str]:
     for node in decompose(program).graph.nodes:
         name = str(node.target)
         if node.op == "call_function" and name.startswith("aten.") and name not in kept \
-                and name.removeprefix("aten.") not in _aten_to_core_resolver:
+                and not name.startswith(CHECKS) and name.removeprefix("aten.") not in _aten_to_core_resolver:
             missing.add(name.removeprefix("aten.").removesuffix(".default"))
     return sorted(missing)
