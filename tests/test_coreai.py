@@ -172,3 +172,17 @@ def test_unsupported_cells_are_refused_with_reason(name):
     assert result.exit_code == 2
     assert f"recipe {name!r} is not supported on coreai" in result.output
     assert builtin_recipes("coreai")[name].unsupported.split(";")[0][:40] in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_a_pt2e_model_ships_its_own_int8_graph(tmp_path):
+    """convert_pt2e's quantize/dequantize ops become Core AI's: the package is recipe
+    ``prequantized``, int8-sized, and computes what the user's quantized module computes."""
+    proc, data = export_json("--model", f"{Path(__file__).parent / 'handed_over.py'}:pt2e", "--target", "coreai",
+                             "--out", str(tmp_path), "--no-cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (pkg,) = data["packages"]
+    assert (pkg["recipe"], pkg["status"], pkg["parity"]["runtime"]) == ("prequantized", "passed", "coreai")
+    assert pkg["parity"]["outputs"]["output"]["snr_db"] >= 60  # the same int8 arithmetic as PyTorch's
+    params = 768 * 256 + 256 * 10  # the MLP's weights: int8 is about one byte each
+    assert pkg["bytes"] < 0.4 * 4 * params, "the .aimodel holds int8 weights, not fp32"

@@ -6,6 +6,7 @@ for Linux x86-64 as well as macOS: never on an executor of ours.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,12 @@ class CoreAIExporter(Exporter):
     def lower(self, prepared: Prepared, recipe: Any, dest: Path) -> None:
         with quiet():
             from .convert import save, to_program
+            from .pt2e import as_coreai_ops, has_pt2e_ops
 
-            program = to_program(prepared.exported(), prepared.input_names, prepared.output_names,
+            program = prepared.exported()
+            if has_pt2e_ops(program):  # a model the user quantized with PT2E (recipe prequantized)
+                program = dataclasses.replace(prepared, program=as_coreai_ops(program)).exported()
+            program = to_program(program, prepared.input_names, prepared.output_names,
                                  recipe.param("compute_precision", "float32"))
             if prepared.post_convert is not None:
                 program = prepared.post_convert(program)
