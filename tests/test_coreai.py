@@ -186,3 +186,18 @@ def test_a_pt2e_model_ships_its_own_int8_graph(tmp_path):
     assert pkg["parity"]["outputs"]["output"]["snr_db"] >= 60  # the same int8 arithmetic as PyTorch's
     params = 768 * 256 + 256 * 10  # the MLP's weights: int8 is about one byte each
     assert pkg["bytes"] < 0.4 * 4 * params, "the .aimodel holds int8 weights, not fp32"
+
+
+@pytest.mark.slow
+def test_a_dynamic_sequence_length_is_checked_at_several_sizes(tmp_path):
+    """Core AI takes symbolic sizes (the function declares -1): parity runs at min, middle, max."""
+    proc, data = export_json("--model", f"{Path(__file__).parent / 'handed_over.py'}:bert_encoder",
+                             "--target", "coreai", "--out", str(tmp_path), "--no-cache",
+                             "--dynamic", "input_ids:1=1..32", "--dynamic", "attention_mask:1=1..32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (pkg,) = data["packages"]
+    parity = json.loads((Path(pkg["path"]) / "parity.json").read_text())["parity"]
+    sizes = parity["dynamic_sizes"]
+    assert [s["inputs"] for s in sizes] == [f"input_ids 1x{n}, attention_mask 1x{n}" for n in (1, 16, 32)]
+    assert all(s["status"] == "passed" for s in sizes)
+    assert min(m["cosine"] for s in sizes for m in s["outputs"].values()) > 0.9999
