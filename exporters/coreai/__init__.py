@@ -65,6 +65,7 @@ class CoreAIExporter(Exporter):
                 "coreai-core": package_version("coreai-core"), "coreai-opt": package_version("coreai-opt")}
 
     def runtime_requirements(self, recipe: Any) -> dict[str, Any]:
-        """coreai-core states no minimum OS for its assets, so none is claimed here."""
+        """``minimum_os``: the only OS version coreai-core 1.0.0b3 serializes assets for
+        (``AIProgram.save_asset``'s ``OSVersion.v27``, its sole value)."""
         return {"runtime": "coreai", "version": package_version("coreai-core"), "function": FUNCTION,
-                "compute_precision": recipe.param("compute_precision", "float32")}
+                "minimum_os": "27", "compute_precision": recipe.param("compute_precision", "float32")}

@@ -42,10 +42,9 @@ def float_compute(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
     return Prepared(program)
 
 
-def _weight_options(recipe: Any) -> dict[str, Any]:
-    """Options every coreai-opt weight pass takes: compress every weight tensor (coreai-opt
-    skips those under 1024 elements by default; the recipes mean all of them, as on ios)."""
-    return {"weight_num_threshold": 0, "in_place": True}
+# Options of every coreai-opt weight pass: compress every weight tensor (coreai-opt skips
+# those under 1024 elements by default; the recipes mean all of them, as on ios).
+WEIGHT_OPTIONS: dict[str, Any] = {"weight_num_threshold": 0, "in_place": True}
 
 
 @SCHEMES.register("linear-weights")
@@ -62,7 +61,7 @@ def linear_weights(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
             ai_program, DType[f"INT{recipe.param('bits', 8)}"],
             qscheme=QScheme.SYMMETRIC if recipe.param("symmetric", True) else QScheme.ASYMMETRIC,
             granularity=CompressionGranularity[granularity], block_size=recipe.param("block_size", 32),
-            **_weight_options(recipe))
+            **WEIGHT_OPTIONS)
 
     return Prepared(program, post_convert=compress)
 
@@ -77,7 +76,7 @@ def palettize(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         # One k-means worker: builds run in worker processes already, on few cores.
         return palettize_weights(ai_program, None, n_bits=recipe.param("bits", 4),
                                  granularity=CompressionGranularity.PER_TENSOR, num_kmeans_workers=1,
-                                 **_weight_options(recipe))
+                                 **WEIGHT_OPTIONS)
 
     return Prepared(program, post_convert=compress)
 
