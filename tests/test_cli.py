@@ -48,7 +48,7 @@ def test_recipes_matrix_json_lists_every_target():
     result = invoke("recipes", "--json")
     assert result.exit_code == 0
     matrix = json.loads(result.output)
-    assert set(matrix["fp32"]) == {"android", "ios", "tflite"}
+    assert set(matrix["fp32"]) == {"android", "ios", "tflite", "coreai"}
     assert all(cell["supported"] for cell in matrix["fp32"].values())
 
 

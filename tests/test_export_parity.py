@@ -15,8 +15,9 @@ from tests.conftest import DIGITS, run_cli
 
 pytestmark = pytest.mark.slow
 
-EXPECTED_RUNTIME = {"android": "executorch", "tflite": "litert"}
-ARTIFACT = {"android": "model.pte", "ios": "model.mlpackage", "tflite": "model.tflite"}
+EXPECTED_RUNTIME = {"android": "executorch", "tflite": "litert", "coreai": "coreai"}
+ARTIFACT = {"android": "model.pte", "ios": "model.mlpackage", "tflite": "model.tflite",
+            "coreai": "model.aimodel"}
 
 
 @pytest.fixture(params=["digits_all", "transformer_all"])
@@ -28,7 +29,7 @@ def test_every_target_passes_parity(run):
     proc, data, _ = run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert data["ok"] is True
-    assert [p["target"] for p in data["packages"]] == ["android", "ios", "tflite"]
+    assert [p["target"] for p in data["packages"]] == ["android", "ios", "tflite", "coreai"]
     for pkg in data["packages"]:
         parity = pkg["parity"]
         if pkg["target"] == "ios":
@@ -68,7 +69,7 @@ def test_latency_command_compares_every_package_with_eager_at_the_given_threads(
     result = json.loads(proc.stdout)
     assert result["threads"] == 2 and result["statistic"] == "min_ms"
     assert [r["label"] for r in result["results"]] == [
-        "android/fp32", "ios/fp32", "tflite/fp32", "pytorch-eager"]
+        "android/fp32", "ios/fp32", "tflite/fp32", "coreai/fp32", "pytorch-eager"]
     for row in result["results"]:
         assert row["runs"] == 3 and 0 < row["min_ms"] <= row["median_ms"] <= row["p90_ms"]
         assert row["vs_eager"] == pytest.approx(row["min_ms"] / result["results"][-1]["min_ms"],

@@ -42,7 +42,7 @@ def _exporter_class(target: str) -> type:
     return ep.load()
 
 
-@pytest.mark.parametrize("target", ["android", "ios", "tflite"])
+@pytest.mark.parametrize("target", ["android", "ios", "tflite", "coreai"])
 def test_each_exporter_declares_exactly_its_extra(target: str):
     toolchain = _exporter_class(target).toolchain
     assert toolchain.extra == target
@@ -133,7 +133,8 @@ def test_target_all_builds_the_installed_target_and_says_what_it_skipped(tflite_
     data = json.loads(proc.stdout)
     assert [(p["target"], p["status"]) for p in data["packages"]] == [("tflite", "passed")]
     assert {s["target"]: s["install"] for s in data["skipped"]} == {
-        "android": 'pip install "edge-export[android]"', "ios": 'pip install "edge-export[ios]"'}
+        "android": 'pip install "edge-export[android]"', "ios": 'pip install "edge-export[ios]"',
+        "coreai": 'pip install "edge-export[coreai]"'}
 
     package = out / "digits-0.1.0" / "tflite-fp32"
     verified = _cli(tflite_only, "verify", package, cwd=tmp_path)

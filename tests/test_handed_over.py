@@ -42,7 +42,7 @@ def assert_all_passed(code: int, data: dict, targets: set[str]) -> list[dict]:
 def test_any_strides_export_correctly_everywhere(model, tmp_path):
     """ExecuTorch computed wrong outputs (cosine 0.22) on NHWC-strided example inputs and
     coremltools refused them: the artifact's contract is the manifest's contiguous layout."""
-    packages = assert_all_passed(*export(model, tmp_path, "all"), {"android", "ios", "tflite"})
+    packages = assert_all_passed(*export(model, tmp_path, "all"), {"android", "ios", "tflite", "coreai"})
     for pkg in packages:
         assert pkg["parity"]["outputs"]["output"]["cosine"] > 0.9999
         m = manifest(pkg)
@@ -52,7 +52,7 @@ def test_any_strides_export_correctly_everywhere(model, tmp_path):
 
 
 def test_pruning_masks_are_folded_and_sparsity_recorded(tmp_path):
-    packages = assert_all_passed(*export("pruned", tmp_path, "all"), {"android", "ios", "tflite"})
+    packages = assert_all_passed(*export("pruned", tmp_path, "all"), {"android", "ios", "tflite", "coreai"})
     for pkg in packages:
         compression = manifest(pkg)["source"]["compression"]
         assert compression["pruned_parameters"] == 3
@@ -69,7 +69,7 @@ def test_an_fp16_model_is_upcast_and_says_so(tmp_path):
 def test_a_pt2e_quantized_model_keeps_its_quantization(tmp_path):
     """--target all builds the targets that can carry the PT2E graph and reports the other."""
     code, data = export("pt2e", tmp_path, "all")
-    packages = assert_all_passed(code, data, {"android", "ios"})
+    packages = assert_all_passed(code, data, {"android", "ios", "coreai"})
     (skipped,) = data["skipped"]
     assert skipped["target"] == "tflite" and skipped["installed"] is True
     assert skipped["refused"].startswith("target tflite cannot carry a pt2e model")
@@ -92,7 +92,8 @@ def test_a_pt2e_model_is_refused_where_it_cannot_be_carried(extra, phrase, tmp_p
 
 
 @pytest.mark.parametrize(("model", "targets", "recipes"), [
-    ("torchao_8da4w", ("all",), {"android": "8da4w", "ios": "int4-weight", "tflite": "8da4w"}),
+    ("torchao_8da4w", ("all",), {"android": "8da4w", "ios": "int4-weight", "tflite": "8da4w",
+                                      "coreai": "int4-weight"}),
     pytest.param("torchao_int8_weight", ("ios", "tflite"), {"ios": "int8-weight", "tflite": "int8-weight"},
                  marks=pytest.mark.extended),
     pytest.param("torchao_int8_dynamic", ("android", "tflite"), {"android": "int8-dynamic", "tflite": "int8-dynamic"},
@@ -156,7 +157,7 @@ def test_an_encoder_is_gated_on_cosine_not_top1(tmp_path):
 
 
 def test_nested_outputs_are_flattened_and_named_by_key(tmp_path):
-    packages = assert_all_passed(*export("nested_outputs", tmp_path, "all"), {"android", "ios", "tflite"})
+    packages = assert_all_passed(*export("nested_outputs", tmp_path, "all"), {"android", "ios", "tflite", "coreai"})
     for pkg in packages:
         assert [o["name"] for o in manifest(pkg)["outputs"]] == ["scores", "parts_0", "parts_1_0"]
 

@@ -53,7 +53,7 @@ def test_a_quantized_model_says_which_recipe_each_target_ships_it_as():
     (the table in README's compressed-models section); a float model gets no such field."""
     report = inspect_json(f"{HANDED_OVER}:torchao_8da4w", "--target", "all")
     assert {t: f["ships_as"] for t, f in report["targets"].items()} == {
-        "android": "8da4w", "ios": "int4-weight", "tflite": "8da4w"}
+        "android": "8da4w", "ios": "int4-weight", "tflite": "8da4w", "coreai": "int4-weight"}
     report = inspect_json(f"{HANDED_OVER}:torchao_int8_weight", "--target", "all")
     assert report["targets"]["ios"]["ships_as"] == "int8-weight"
     assert report["targets"]["android"]["ships_as"].startswith("cannot carry it: target android")

@@ -128,7 +128,7 @@ def test_matrix_matches_the_issue_table():
     cells = {(r, t) for r, row in matrix.items() for t, c in row.items() if c["supported"]}
     assert ("int8-static", "ios") in cells and ("palettize4", "ios") in cells
     assert ("int8-weight", "android") not in cells and ("palettize4", "tflite") not in cells
-    assert all(len(row) == 3 for row in matrix.values())
+    assert all(len(row) == 4 for row in matrix.values())
 
 
 @pytest.mark.parametrize("target", TARGETS)

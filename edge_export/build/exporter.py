@@ -212,7 +212,7 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 def target_names() -> list[str]:
     """Registered targets, installed or not, in a stable order (built-ins first, as the
     design lists them)."""
-    order = {"android": 0, "ios": 1, "tflite": 2}
+    order = {"android": 0, "ios": 1, "tflite": 2, "coreai": 3}
     return sorted(_entry_points(), key=lambda n: (order.get(n, 99), n))
 
 
