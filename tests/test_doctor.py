@@ -14,9 +14,10 @@ import pytest
 from .conftest import run_cli
 
 # The runtime parity uses on Linux for each built-in target (README's target table).
-LINUX_RUNTIMES = {"android": "executorch", "ios": "mil-reference", "tflite": "litert"}
+LINUX_RUNTIMES = {"android": "executorch", "ios": "mil-reference", "tflite": "litert", "coreai": "coreai"}
 EXTRAS = {"android": ("executorch", "torchao"), "ios": ("coremltools", "executorch", "torchao"),
-          "tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")}
+          "tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
+          "coreai": ("coreai-torch", "coreai-core", "coreai-opt")}
 
 PLUGIN = '''
 from edge_export.build.exporter import Exporter, SchemeTable, Toolchain
@@ -73,7 +74,7 @@ def test_every_builtin_target_is_listed_usable_with_its_versions_and_runtime():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("edge-export ") and f"torch {importlib.metadata.version('torch')}" in lines[0]
-    assert len(lines) == 4, proc.stdout
+    assert len(lines) == 1 + len(LINUX_RUNTIMES), proc.stdout
     for line, target in zip(lines[1:], LINUX_RUNTIMES, strict=True):
         versions = ", ".join(f"{d} {importlib.metadata.version(d)}" for d in EXTRAS[target])
         assert line == f"✅ {target:8} {versions}; runtime {LINUX_RUNTIMES[target]} loads"
@@ -87,7 +88,7 @@ def test_targets_registered_later_are_asked_too_and_a_broken_runtime_fails_the_c
     assert report["error"]["message"] == "the runtime of installed target(s) broken does not load on this host"
     assert proc.stderr.strip().splitlines()[-1] == f"error: {report['error']['message']}"
     cells = {c["target"]: c for c in report["targets"]}
-    assert list(cells) == ["android", "ios", "tflite", "absent", "broken"]
+    assert list(cells) == ["android", "ios", "tflite", "coreai", "absent", "broken"]
     for target in LINUX_RUNTIMES:  # the built-ins are still usable
         assert cells[target] == {
             "target": target, "installed": True, "usable": True, "missing": [],

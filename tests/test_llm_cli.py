@@ -31,7 +31,7 @@ def test_target_is_required_as_for_export(tmp_path: Path) -> None:
     message = _json_error(run_cli("llm", "--model", str(TINY_LM), "--out", str(tmp_path), "--json"), 2)
     assert "Missing option '--target'" in message
     message = _json_error(run_cli("llm", "--model", str(TINY_LM), "--target", "windows", "--json"), 2)
-    assert message.startswith("unknown target 'windows'") and "android, ios, tflite or all" in message
+    assert message.startswith("unknown target 'windows'") and "android, ios, tflite, coreai or all" in message
 
 
 def test_named_targets_are_refused_and_all_skips_them_as_export_does(tmp_path: Path, plugins) -> None:  # noqa: F811
@@ -51,6 +51,8 @@ def test_named_targets_are_refused_and_all_skips_them_as_export_does(tmp_path: P
     assert skipped == [
         {"target": "absent", "installed": False, "missing": ["edge-export-absent-toolchain"],
          "install": 'pip install "edge-export[absent]"'.replace("edge-export[", "edge-export-absent[")},
+        {"target": "coreai", "installed": True, "missing": [], "install": 'pip install "edge-export[coreai]"',
+         "refused": "it has no LLM backend"},
         {"target": "broken", "installed": True, "missing": [], "install": None, "refused": "it has no LLM backend"}]
 
 

@@ -50,6 +50,11 @@ class CoreAIExporter(Exporter):
             import coreai_opt  # noqa: F401
             import coreai_torch  # noqa: F401
 
+    def check_runtime(self) -> str:
+        import coreai.runtime  # noqa: F401 - loads Apple's native runtime (Linux x86-64, macOS)
+
+        return self.runtime_name
+
     def load_runtime(self, artifact: Path, threads: int = 1) -> tuple[str, Runner]:
         """Core AI schedules its own threads (the runtime exposes no setting), as Core ML does."""
         from .runtime import CoreAIRunner
