@@ -14,7 +14,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ("android", "ios", "tflite")
+TARGETS = ("android", "ios", "tflite", "coreai")
 
 
 def _load(name: str):
@@ -96,7 +96,10 @@ def test_slice_gives_the_committed_coverage_and_the_plain_cnn_passes(tmp_path: P
         for target, cell in row["targets"].items():
             assert cell["result"] in ("passed", "failed", "error", "refused", "not-run")
             assert cell["result"] == "passed" or cell["cause"], row["name"]
-            # a regression (or an unrecorded improvement) against the committed docs/COVERAGE.md
+            # a regression (or an unrecorded improvement) against the committed docs/COVERAGE.md; a
+            # target the committed table has no column for yet is held to small_cnn's check below
+            if target not in committed[row["name"]]["targets"]:
+                continue
             expected = committed[row["name"]]["targets"][target]["result"]
             assert cell["result"] == expected, (row["name"], target, cell["cause"],
                                                 f"docs/coverage.json says {expected}: re-run make zoo")

@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_FILE = ROOT / "zoo" / "models.py"
 CLI = Path(sys.executable).parent / "edge-export"
-TARGETS = ("android", "ios", "tflite")
+TARGETS = ("android", "ios", "tflite", "coreai")
 # CI's representative slice: a CNN, a text encoder, a decoder, a compressed input, real weights.
 SLICE = ("small_cnn", "bert", "llama", "pruned_unstructured", "all_minilm_l6_v2")
 # A whole-run exit code names what happened to every target.
