@@ -393,6 +393,69 @@ def clip_text():
             _tokens())
 
 
+class OpenCLIPText(nn.Module):
+    """OpenCLIP's text tower written as it is: causal residual attention blocks over token and
+    position embeddings, pooled at the end-of-text token, which has the highest id
+    (``x[torch.arange(B), text.argmax(dim=-1)]`` over int64 ids), then projected."""
+
+    def __init__(self, vocab: int = VOCAB, width: int = 64, heads: int = 4, layers: int = 2,
+                 length: int = SEQ_LEN, embed: int = 32) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab, width)
+        self.positional_embedding = nn.Parameter(torch.randn(length, width) * 0.01)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True) for _ in range(layers))
+        self.ln_final = nn.LayerNorm(width)
+        self.text_projection = nn.Parameter(torch.randn(width, embed) * width ** -0.5)
+        self.register_buffer("attn_mask", torch.full((length, length), float("-inf")).triu(1), persistent=False)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding(text) + self.positional_embedding
+        for block in self.blocks:
+            x = block(x, src_mask=self.attn_mask)
+        x = self.ln_final(x)
+        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
+
+
+@zoo_model("OpenCLIP text", "multimodal")
+def openclip_text():
+    """Token ids of two prompts of different lengths, each ending at the end-of-text id."""
+    torch.manual_seed(0)
+    ids = torch.zeros(2, SEQ_LEN, dtype=torch.int64)
+    for row, length in enumerate((9, 14)):
+        ids[row, :length] = torch.randint(3, VOCAB - 1, (length,), generator=torch.Generator().manual_seed(row))
+        ids[row, length - 1] = VOCAB - 1
+    return _labelled(OpenCLIPText(), ["text"], ["text_embeds"]), (ids,)
+
+
+class PoseHead(nn.Module):
+    """A bottom-up keypoint model as pose libraries build it: a strided backbone, a neck that
+    concatenates two scales, keypoint heatmaps and offsets, and nested outputs that hand the
+    neck's features on unchanged (as themselves and as a copy, for a second-stage head)."""
+
+    def __init__(self, keypoints: int = 17) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.heatmaps = nn.Conv2d(48, keypoints, 1)
+        self.offsets = nn.Conv2d(48, 2 * keypoints, 1)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        s1 = self.stem(x)
+        neck = torch.cat([s1, self.up(self.down(s1))], 1)
+        heat = torch.sigmoid(self.heatmaps(neck))
+        return {"heatmaps": heat, "offsets": self.offsets(neck),
+                "aux": {"features": [neck], "stage2": (heat, neck.clone())}}
+
+
+@zoo_model("Pose head", "detection")
+def pose_head():
+    torch.manual_seed(0)
+    return _labelled(PoseHead(), ["image"]), (_image(64),)
+
+
 # --- compressed by the user ------------------------------------------------------------------
 
 @zoo_model("SmallCNN", "compressed")

@@ -95,3 +95,53 @@ def _path_name(path: tuple[Any, ...]) -> str:
         elif isinstance(key, SequenceKey):
             parts.append(str(key.idx))
     return "_".join(parts)
+
+
+# Ops that hand their input on unchanged: a copy (clone, a same-dtype ``_to_copy``) or a view
+# of the whole tensor (alias, detach). Toolchains drop them while lowering, so an output that
+# is one of them becomes, to the backend, the tensor it copies.
+_COPY_OPS = ("aten.clone.default", "aten.alias.default", "aten.alias_copy.default", "aten.detach.default",
+             "aten.detach_copy.default", "aten.lift_fresh_copy.default", "aten._to_copy.default",
+             "aten.contiguous.default")
+_SAME_LAYOUT = (None, torch.preserve_format, torch.contiguous_format)
+
+
+def copied_from(node: torch.fx.Node) -> torch.fx.Node:
+    """The node a chain of value- and layout-preserving copies of ``node`` starts from."""
+    while node.op == "call_function" and str(node.target) in _COPY_OPS and _keeps_value(node):
+        node = node.args[0]
+    return node
+
+
+def _keeps_value(node: torch.fx.Node) -> bool:
+    if node.kwargs.get("memory_format") not in _SAME_LAYOUT or not isinstance(node.args[0], torch.fx.Node):
+        return False
+    before, after = node.args[0].meta.get("val"), node.meta.get("val")
+    return (isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor)
+            and before.dtype == after.dtype and before.shape == after.shape)
+
+
+def user_output_positions(program: Any) -> list[int]:
+    """Positions of the model's own outputs among the output node's arguments (buffer
+    mutations come first in a stateful program)."""
+    from torch.export.graph_signature import OutputKind
+
+    return [i for i, spec in enumerate(program.graph_signature.output_specs) if spec.kind == OutputKind.USER_OUTPUT]
+
+
+def replace_outputs(program: Any, replacements: dict[int, torch.fx.Node]) -> Any:
+    """``program`` with output ``i`` computed by ``replacements[i]`` (the graph signature
+    names each output by its node), dead copies removed."""
+    graph = program.graph_module.graph
+    if not replacements:
+        return program
+    output = graph.output_node()
+    values = list(output.args[0])
+    for i, node in replacements.items():
+        values[i] = node
+        program.graph_signature.output_specs[i].arg.name = node.name
+    output.args = (tuple(values),)
+    graph.eliminate_dead_code()
+    graph.lint()
+    program.graph_module.recompile()
+    return program

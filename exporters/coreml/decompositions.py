@@ -8,14 +8,17 @@ convolutions, upsampling). The table built here is the core-ATen table minus eve
 coremltools' torch frontend registers, so it is derived from the installed coremltools
 rather than from a hand list that goes stale. ``alias`` nodes that survive (an identity
 in a functional graph) are removed afterwards. Core ATen ops that coremltools lacks and
-that have no decomposition get a translation in :mod:`.translations`.
+that have no decomposition get a translation in :mod:`.translations`. Outputs that hand a
+graph input or another output on unchanged get a copy of their own (:func:`materialise_outputs`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["coreml_decomposition_table", "decompose_for_coreml", "remove_aliases"]
+__all__ = ["coreml_decomposition_table", "decompose_for_coreml", "materialise_outputs", "remove_aliases"]
+
+OUTPUT_COPY = "edge_export::output_copy"
 
 
 def coremltools_converts(op: Any) -> bool:
@@ -55,6 +58,45 @@ def remove_aliases(program: Any) -> Any:
     return program
 
 
+def output_copy_op() -> Any:
+    """``edge_export::output_copy``: a copy that coremltools translates to a MIL ``identity``
+    (:mod:`.translations`), defined once per process."""
+    import torch
+
+    namespace, name = OUTPUT_COPY.split("::")
+    if not hasattr(getattr(torch.ops, namespace), name):
+        output_copy = torch.library.custom_op(OUTPUT_COPY, lambda x: x.clone(), mutates_args=(),
+                                              schema="(Tensor x) -> Tensor")
+        output_copy.register_fake(lambda x: torch.empty_like(x))
+    return getattr(getattr(torch.ops, namespace), name).default
+
+
+def materialise_outputs(program: Any) -> Any:
+    """Give every output that is a graph input, or the same tensor as an earlier output, a
+    copy of its own.
+
+    coremltools translates copies (``clone``, ``alias``) to nothing and names each output by
+    renaming the variable that computes it: an output that is an input stops conversion
+    ("Main block's input name, 'x', is different from its corresponding var's name"), and a
+    tensor returned twice ends up with the last name at both positions (the first name lost).
+    A MIL ``identity`` at a block output is never eliminated, so each output keeps its name."""
+    from edge_export.load.adapt import copied_from, replace_outputs, user_output_positions
+
+    graph = program.graph_module.graph
+    output = graph.output_node()
+    copy, seen, replacements = output_copy_op(), set(), {}
+    for i in user_output_positions(program):
+        source = copied_from(output.args[0][i])
+        if source.op == "placeholder" or source in seen:
+            with graph.inserting_before(output):
+                node = graph.call_function(copy, (source,))
+            node.meta["val"] = source.meta.get("val")
+            replacements[i] = node
+        seen.add(source)
+    return replace_outputs(program, replacements)
+
+
 def decompose_for_coreml(program: Any) -> Any:
-    """``program`` lowered to ATen ops that coremltools 9 converts."""
-    return remove_aliases(program.run_decompositions(coreml_decomposition_table()))
+    """``program`` lowered to ATen ops that coremltools 9 converts, every output its own
+    variable."""
+    return materialise_outputs(remove_aliases(program.run_decompositions(coreml_decomposition_table())))

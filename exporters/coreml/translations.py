@@ -63,6 +63,13 @@ def _trunc_var(x: Any, name: str | None = None) -> Any:
     return mb.mul(x=mb.sign(x=x), y=mb.floor(x=mb.abs(x=x)), **kwargs)
 
 
+@_translation("edge_export::output_copy")
+def _output_copy(context: Any, node: Any) -> None:
+    """An output of its own (decompositions.materialise_outputs): never eliminated at a block output."""
+    (x,) = _get_inputs(context, node, expected=1)
+    context.add(mb.identity(x=x, name=node.name))
+
+
 @_translation("trunc")
 def _trunc(context: Any, node: Any) -> None:
     (x,) = _get_inputs(context, node, expected=1)

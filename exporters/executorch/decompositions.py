@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["decompose_for_xnnpack", "xnnpack_decomposition_table"]
+__all__ = ["collapse_output_copies", "decompose_for_xnnpack", "xnnpack_decomposition_table"]
 
 QUANT_NAMESPACES = ("quantized_decomposed", "torchao")
 
@@ -189,6 +189,7 @@ def decompose_for_xnnpack(program: Any) -> Any:
         constant_prop_pass,
     )
 
+    program = collapse_output_copies(program)
     table = xnnpack_decomposition_table()
     if not any(node.target in table for node in program.graph.nodes):
         return program  # nothing to rewrite (most CNNs): no re-trace, no constant folding
@@ -205,6 +206,22 @@ def decompose_for_xnnpack(program: Any) -> Any:
         if isinstance(value, torch.Tensor) and value.requires_grad:
             folded.constants[name] = value.detach()
     return folded
+
+
+def collapse_output_copies(program: Any) -> Any:
+    """Outputs that copy a computed tensor (``y`` and ``y.clone()``) return that tensor itself.
+
+    XNNPACK's preprocessing drops identity copies inside a delegated subgraph, so the copy
+    and its source become one node listed twice among the subgraph's outputs, and lowering
+    stops at "Output node ... is already in the inputs ... pass through arguments".
+    ExecuTorch itself returns one value at several output positions (as for ``return y, y``).
+    A copy of a graph input stays: XNNPACK keeps input-to-output copies."""
+    from edge_export.load.adapt import copied_from, replace_outputs, user_output_positions
+
+    outputs = program.graph_module.graph.output_node().args[0]
+    sources = {i: copied_from(outputs[i]) for i in user_output_positions(program)}
+    return replace_outputs(program, {i: source for i, source in sources.items()
+                                     if source is not outputs[i] and source.op != "placeholder"})
 
 
 def _constant_bytes(program: Any) -> int:

@@ -26,7 +26,7 @@ from edge_export.quant.mechanisms import (
     torch_callable,
 )
 
-from .quantizer import fused_clamp_quantizer, requantize_float_pads
+from .quantizer import fused_clamp_quantizer, requantize_float_pads, unfloored_dynamic_ranges
 
 SCHEMES = SchemeTable()
 
@@ -60,6 +60,8 @@ def pt2e_xnnpack(program: Any, recipe: Any, ctx: BuildContext) -> Prepared:
         program = maybe_bias_corrected(program, recipe, samples, (-127, 127), keep)
     quantized = run_pt2e(program, quantizer, samples)
     check_kept_float(covered, pt2e_float_layers(quantized).__contains__, "android")
+    if dynamic:
+        quantized = unfloored_dynamic_ranges(quantized)
     if keep is not None:
         quantized = requantize_float_pads(quantized)
     return Prepared(quantized, reference=torch_callable(quantized))

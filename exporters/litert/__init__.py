@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # numpy loads with the runtime: target discovery stays light
 
 from edge_export.build.exporter import Exporter, Prepared, Runner, Toolchain, package_version
 
+from .rewrites import rewrite_for_litert
 from .schemes import SCHEMES
 
 
@@ -32,7 +33,7 @@ class LiteRTExporter(Exporter):
         import litert_torch
 
         program = prepared.program
-        module = program.module() if hasattr(program, "module") else program
+        module = rewrite_for_litert(program.module() if hasattr(program, "module") else program)
         args = prepared.example_inputs
         with contextlib.redirect_stdout(sys.stderr):  # litert-torch prints progress to stdout
             model = litert_torch.convert(module, args)
