@@ -1,0 +1,62 @@
+"""``--task``: the outputs' kinds, the manifest's task and the apps' preprocessing for a model
+without metadata; a task its outputs do not fit is refused; ``inspect`` guesses the task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import EXAMPLES, ROOT, export_json, run_cli
+
+MODELS = ROOT / "tests" / "task_models.py"
+PLAIN = f"{MODELS}:plain_digits"
+DENSE = f"{MODELS}:dense_map"
+
+
+def test_task_whose_outputs_do_not_fit_is_refused_in_one_line(tmp_path: Path) -> None:
+    proc = run_cli("export", "--model", DENSE, "--target", "tflite", "--out", str(tmp_path / "out"),
+                   "--task", "image-classification", "--no-cache")
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, proc.stderr
+    assert "image-classification" in errors[0] and "'output'" in errors[0] and "rank 4" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unknown_task_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli("export", "--model", PLAIN, "--target", "tflite", "--out", str(tmp_path),
+                   "--task", "image-clasification")
+    assert proc.returncode == 2 and "image-clasification" in proc.stderr
+
+
+def test_inspect_guesses_the_task_and_says_how_sure() -> None:
+    proc, plain = export_json("inspect", PLAIN, "--target", "tflite")
+    assert proc.returncode == 0, proc.stderr
+    assert plain["task"]["name"] == "image-classification"
+    assert (plain["task"]["source"], plain["task"]["confidence"]) == ("guess", "medium")
+    proc, dense = export_json("inspect", DENSE, "--target", "tflite")
+    assert dense["task"]["name"] == "semantic-segmentation"
+    digits = run_cli("inspect", f"{EXAMPLES / 'digits.py'}:build", "--target", "tflite")
+    assert digits.returncode == 0, digits.stderr
+    # the digits model has labels, so its first output is already class logits
+    assert "task: image-classification (guess, high:" in digits.stdout
+
+
+@pytest.mark.slow
+def test_task_sets_kinds_manifest_task_preprocessing_and_gates_top1(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc, data = export_json("--model", PLAIN, "--target", "tflite", "--out", str(out), "--no-cache",
+                             "--recipe", "fp16", "--task", "image-classification", "--parity-samples", "32",
+                             "--validation-data", str(EXAMPLES / "data" / "digits_val.npz"))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(next(out.rglob("manifest.json")).read_text())
+    assert manifest["task"] == "image-classification"
+    assert [o["kind"] for o in manifest["outputs"]] == ["class-logits"]
+    assert "top1_agreement" in manifest["parity"]["thresholds"]
+    pre = manifest["preprocessing"]
+    assert pre["image_size"] == [8, 8] and pre["layout"] == "NCHW"
+    assert pre["scale"] == pytest.approx(1 / 255)
+    assert "app_vectors" in manifest
