@@ -60,3 +60,26 @@ def test_task_sets_kinds_manifest_task_preprocessing_and_gates_top1(tmp_path: Pa
     assert pre["image_size"] == [8, 8] and pre["layout"] == "NCHW"
     assert pre["scale"] == pytest.approx(1 / 255)
     assert "app_vectors" in manifest
+
+
+def test_the_task_is_in_the_job_cache_key() -> None:
+    """Two builds that differ only in their task are two cache entries: the task decides the
+    outputs' kinds and the manifest."""
+    from dataclasses import replace
+
+    from edge_export.build import cache
+    from edge_export.build.exporter import get_exporter
+    from edge_export.build.job import Job, ModelInfo
+    from edge_export.load.tensors import TensorSpec
+    from edge_export.quant.recipe import builtin_recipes
+
+    model = ModelInfo(spec="m.py:build", name="m", version="0.1.0", inputs=(TensorSpec("x", (1, 1, 8, 8)),),
+                      output_names=("output",), labels=None, preprocessing={}, weights_sha256="w" * 64,
+                      graph_sha256="g" * 64, output_kinds=("class-logits",))
+
+    def key(m: ModelInfo) -> str:
+        job = Job(target="tflite", recipe=builtin_recipes("tflite")["fp32"], model=m, workspace=Path("/nonexistent"),
+                  staging=Path("/nonexistent"), parity_inputs_from="validation-data")
+        return cache.job_key(job, get_exporter("tflite"), {"graph": "g" * 64})
+
+    assert key(replace(model, task="image-classification")) != key(model)
