@@ -45,6 +45,37 @@ def test_inspect_guesses_the_task_and_says_how_sure() -> None:
     assert "task: image-classification (guess, high:" in digits.stdout
 
 
+def test_inspect_reads_a_token_classifier_as_text_classification_for_sure() -> None:
+    proc, bert = export_json("inspect", f"{ROOT / 'tests' / 'handed_over.py'}:bert_classifier", "--target", "tflite")
+    assert proc.returncode == 0, proc.stderr
+    assert (bert["task"]["name"], bert["task"]["confidence"]) == ("text-classification", "high")
+
+
+@pytest.mark.parametrize(("inputs", "outputs", "kinds", "expected"), [
+    # wav2vec2-style CTC: one second of 16 kHz audio in, per-frame vocabulary logits out
+    ([("input_values", (1, 16000), "float32")], [("logits", (1, 49, 32))], ("class-logits",),
+     ("automatic-speech-recognition", "medium")),
+    # a rank-3 output from tokens that nothing marks as scores is hidden states, not per-token classes
+    ([("input_ids", (1, 12), "int64")], [("output", (1, 12, 32))], ("tensor",), ("feature-extraction", "low")),
+    ([("input_ids", (1, 12), "int64")], [("logits", (1, 12, 9))], ("class-logits",),
+     ("token-classification", "high")),
+    # DETR: class logits per query and boxes per query
+    ([("pixel_values", (1, 3, 64, 64), "float32")], [("logits", (1, 100, 92)), ("pred_boxes", (1, 100, 4))],
+     ("class-logits", "tensor"), ("object-detection", "medium")),
+    # a vector in, a vector out: too short for audio, nothing more specific fits
+    ([("x", (1, 16), "float32")], [("output", (1, 4))], ("tensor",), ("feature-extraction", "low")),
+])
+def test_guess_from_shapes(inputs: list, outputs: list, kinds: tuple, expected: tuple) -> None:
+    import numpy as np
+
+    from edge_export.load.tasks import guess_task
+    from edge_export.load.tensors import TensorSpec
+
+    specs = [TensorSpec(n, shape, dtype) for n, shape, dtype in inputs]
+    arrays = [(n, np.zeros(shape, np.float32)) for n, shape in outputs]
+    assert guess_task(specs, arrays, kinds)[:2] == expected
+
+
 @pytest.mark.slow
 def test_task_sets_kinds_manifest_task_preprocessing_and_gates_top1(tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # the CLI reads TASKS for --task's choices before numpy is im
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+# A quarter second at 16 kHz: a shorter float input is a vector or a few embeddings, not audio.
+MIN_AUDIO_VALUES = 4000
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class Task:
     """``input``: image (float, rank 4), tokens (integer, rank 2), audio (float, rank 2 or 3)
     or any. ``first_ranks``: the ranks the first output may have (empty: any), shown in the
     refusal as ``first_shape``. ``box_output``: some output ends in 4 coordinates. ``kind``: the
-    first output's kind; every other output is a plain tensor."""
+    first output's kind; every other output is a plain tensor. ``guess_if_scores``: shapes alone
+    do not tell this task from feature extraction (a rank-3 output is hidden states as often as
+    per-token logits), so ``inspect`` guesses it only when the graph marks the output as scores."""
 
     name: str
     input: str
@@ -42,6 +46,7 @@ class Task:
     kind: str
     box_output: bool = False
     same_spatial: bool = False  # the first output keeps the input image's height and width
+    guess_if_scores: bool = False
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
@@ -50,14 +55,19 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("semantic-segmentation", "image", (4,), "[batch, classes, height, width]", "tensor",
          same_spatial=True),
     Task("text-classification", "tokens", (2,), "[batch, classes]", "class-logits"),
-    Task("token-classification", "tokens", (3,), "[batch, tokens, classes]", "tensor"),
-    Task("automatic-speech-recognition", "audio", (3,), "[batch, frames, vocabulary]", "tensor"),
+    Task("token-classification", "tokens", (3,), "[batch, tokens, classes]", "tensor", guess_if_scores=True),
+    Task("audio-classification", "audio", (2,), "[batch, classes]", "class-logits"),
+    Task("automatic-speech-recognition", "audio", (3,), "[batch, frames, vocabulary]", "tensor",
+         guess_if_scores=True),
     Task("feature-extraction", "any", (), "any tensors", "tensor"),
 )}
 
 _INPUT_WORDS = {"image": "an image input [batch, channels, height, width]",
                 "tokens": "an integer token input [batch, tokens]",
-                "audio": "a float audio input [batch, samples] or [batch, frames, features]", "any": "any input"}
+                "audio": f"a float audio input [batch, samples] or [batch, frames, features] of at least "
+                         f"{MIN_AUDIO_VALUES} values", "any": "any input"}
+# Outputs named like these are features, which makes feature-extraction more than a fallback.
+FEATURE_NAMES = ("hidden", "embed", "pooler", "feature")
 
 
 def get_task(name: str) -> Task:
@@ -120,17 +130,23 @@ def task_preprocessing(task: Task, inputs: list[TensorSpec], declared: dict[str,
 
 def guess_task(inputs: list[TensorSpec], outputs: list[tuple[str, np.ndarray]],
                kinds: tuple[str, ...]) -> tuple[str, str, str]:
-    """(task, high|medium|low, why): the first task of ``TASKS`` the model fits. High when the
-    graph already shows the first output is class scores (a softmax, argmax, labels or a
-    ``*logits`` name) and the task is a classifier; low when only feature-extraction fits."""
+    """(task, high|medium|low, why): the first task of ``TASKS`` the model fits. High for a
+    classifier of images or tokens whose first output the graph already marks as class scores
+    (labels, a softmax or argmax, a ``*logits`` name); medium when only the shapes fit (or the
+    input is audio); feature-extraction, medium when an output is named as features, else low."""
+    scores = bool(kinds) and kinds[0] in ("class-logits", "class-probabilities")
     for task in TASKS.values():
-        if task.name == "feature-extraction" or misfit(task, inputs, outputs):
+        if task.name == "feature-extraction" or misfit(task, inputs, outputs) or (task.guess_if_scores and not scores):
             continue
-        shapes = f"{_INPUT_WORDS[task.input].split(' [')[0]}, first output {_shape(outputs[0][1].shape)}"
-        if task.kind == "class-logits" and kinds and kinds[0] in ("class-logits", "class-probabilities"):
-            return task.name, "high", f"{shapes}, and the graph marks it {kinds[0]}"
-        return task.name, "medium", f"{shapes} fit {task.first_shape}"
-    return "feature-extraction", "low", "no more specific task fits these outputs"
+        why = f"{_INPUT_WORDS[task.input].split(' [')[0]}, first output {_shape(outputs[0][1].shape)}"
+        if scores and (task.kind == "class-logits" or task.guess_if_scores):
+            confidence = "high" if task.input in ("image", "tokens") else "medium"
+            return task.name, confidence, f"{why}, which the graph marks {kinds[0]}"
+        return task.name, "medium", f"{why} fit {task.first_shape}"
+    named = [n for n, _ in outputs if any(word in n.lower() for word in FEATURE_NAMES)]
+    if named:
+        return "feature-extraction", "medium", f"output {named[0]!r} is named as features"
+    return "feature-extraction", "low", "no more specific task fits these inputs and outputs"
 
 
 def _input_fits(wanted: str, inputs: list[TensorSpec]) -> bool:
@@ -145,7 +161,10 @@ def _input_fits(wanted: str, inputs: list[TensorSpec]) -> bool:
             first.shape[1] in (1, 3, 4) or first.shape[-1] in (1, 3, 4))
     if wanted == "tokens":
         return not floating and len(first.shape) == 2
-    return floating and len(first.shape) in (2, 3)  # audio
+    values = 1
+    for size in first.shape[1:]:
+        values *= size
+    return floating and len(first.shape) in (2, 3) and values >= MIN_AUDIO_VALUES  # audio
 
 
 def _spatial(spec: TensorSpec) -> tuple[int, int]:
