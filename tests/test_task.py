@@ -114,3 +114,15 @@ def test_the_task_is_in_the_job_cache_key() -> None:
         return cache.job_key(job, get_exporter("tflite"), {"graph": "g" * 64})
 
     assert key(replace(model, task="image-classification")) != key(model)
+
+
+def test_a_kind_the_metadata_declares_wins_over_the_task() -> None:
+    """The documented precedence: the model's own per-output kind, then the task's (a softmax
+    output of a classifier staying probabilities), never the graph heuristic's plain tensor."""
+    from edge_export.load.tasks import TASKS, task_kinds
+
+    classifier = TASKS["image-classification"]
+    assert task_kinds(classifier, ("tensor", "tensor"), {}, ["out", "aux"]) == ("class-logits", "tensor")
+    assert task_kinds(classifier, ("class-probabilities",), {}, ["out"]) == ("class-probabilities",)
+    assert task_kinds(classifier, ("tensor",), {"out": "tensor"}, ["out"]) == ("tensor",)
+    assert task_kinds(TASKS["feature-extraction"], ("class-logits",), {}, ["logits"]) == ("tensor",)
