@@ -49,6 +49,7 @@ class ModelInfo:
     graph_sha256: str = ""  # the exported graph: same weights, other code is another model
     output_kinds: tuple[str, ...] = ()  # class-logits | class-probabilities | tensor, per output
     compression: dict[str, Any] = field(default_factory=dict)  # what the user already did
+    task: str | None = None  # --task or the metadata's (edge_export.load.tasks); in the cache key
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,8 @@ def _package(job: Job, exporter: Any, staging: Path, parity: dict[str, Any],
         "source": {"model": model.spec, "weights_sha256": model.weights_sha256,
                    "graph_sha256": model.graph_sha256, "compression": model.compression},
     }
+    if model.task:  # optional: a package made without a task reads as before
+        manifest["task"] = model.task
     if app_vectors:
         manifest["app_vectors"] = app_vectors
     return write_manifest(staging, manifest)

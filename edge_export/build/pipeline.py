@@ -66,6 +66,7 @@ class ExportOptions:
     threads: int = 1  # every runtime's thread pool while latency is measured (--threads)
     keep_float: str | None = None  # --keep-float auto: overrides the recipes' keep_float
     allow_unverified: bool = False  # publish packages whose runtime could not run them (exit 0)
+    task: str | None = None  # --task (edge_export.load.tasks): output kinds, manifest task, preprocessing
 
 
 @dataclass

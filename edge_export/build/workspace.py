@@ -30,6 +30,7 @@ from edge_export.load.dynamic import (
     tracing_examples,
 )
 from edge_export.load.model import LoadedModel, eager_outputs, load_model
+from edge_export.load.tasks import get_task, task_kinds
 from edge_export.load.tensors import DynamicDim
 from edge_export.package.hashing import weights_sha256
 from edge_export.quant.mixed_precision import SELECTION_SAMPLES, is_auto
@@ -46,7 +47,8 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
     import torch
 
     loaded = load_model(opts.model, input_specs=list(opts.inputs),
-                        trust_pickle=opts.trust_pickle, name=opts.name, dynamic=dynamic_declarations(opts.dynamic))
+                        trust_pickle=opts.trust_pickle, name=opts.name, dynamic=dynamic_declarations(opts.dynamic),
+                        task=opts.task)
     specs = loaded.inputs
     for spec in specs:
         if spec.dtype in ("float64", "complex64"):
@@ -93,7 +95,7 @@ def prepare(opts: Any, folder: Path, plan: list) -> Workspace:
         preprocessing=loaded.preprocessing, weights_sha256=weights_sha256(loaded.module),
         trust_pickle=opts.trust_pickle, input_overrides=tuple(opts.inputs),
         output_kinds=output_kinds(program, loaded), compression=loaded.compression.to_json(),
-        graph_sha256=graph_sha256(program))
+        graph_sha256=graph_sha256(program), task=loaded.task)
     return Workspace(model, parity_from, {"graph": model.graph_sha256, **data_sha256(folder)})
 
 
@@ -122,7 +124,8 @@ def output_kinds(program: Any, loaded: LoadedModel) -> tuple[str, ...]:
     ``edge_export_metadata["output_kinds"]``, else class logits when the model has labels (its
     first output), the output is named ``*logits`` (the transformers convention) or feeds a
     softmax/argmax in the graph, class probabilities when a softmax produces it, else a plain
-    tensor (embeddings, hidden states, boxes), gated on cosine and SNR only."""
+    tensor (embeddings, hidden states, boxes), gated on cosine and SNR only. A task
+    (``--task``) replaces the heuristic: see edge_export.load.tasks."""
     output_node = next(n for n in program.graph.nodes if n.op == "output")
     kinds = []
     for i, (name, node) in enumerate(zip(loaded.output_names, output_node.args[0], strict=False)):
@@ -137,6 +140,8 @@ def output_kinds(program: Any, loaded: LoadedModel) -> tuple[str, ...]:
             kinds.append("class-logits")
         else:
             kinds.append("tensor")
+    if loaded.task:
+        return task_kinds(get_task(loaded.task), tuple(kinds), loaded.declared_kinds, loaded.output_names)
     return tuple(kinds)
 
 

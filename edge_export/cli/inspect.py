@@ -57,6 +57,9 @@ def _print(report: dict[str, Any]) -> None:
         io.add_row("output", entry["name"], "x".join(map(str, entry["shape"])), entry["dtype"],
                    entry.get("kind", ""))
     console.print(io)
+    task = report["task"]
+    console.print(f"task: {task['name']} ({task['source']}, {task['confidence']}: {task['why']})",
+                  markup=False)
     if report["export"] != "ok":
         console.print(f"[red]torch.export fails[/]: {report['export']}")
         return

@@ -26,6 +26,7 @@ from edge_export.errors import (
     exit_process,
     output_error,
 )
+from edge_export.load.tasks import TASKS
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -147,6 +148,10 @@ def cli() -> None:
               help="A dimension of input NAME that takes any size in MIN..MAX, e.g. "
                    "input_ids:1=1..512 (repeatable; parity runs at MIN, the middle and MAX too).")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled .pt module (runs its code).")
+@click.option("--task", type=click.Choice(list(TASKS)), metavar="TASK",
+              help="What the model is, as optimum names it (" + ", ".join(TASKS) + "): sets the outputs' "
+                   "kinds (top-1 gated for classifiers), the manifest's task and an image input's "
+                   "preprocessing; refused if the outputs do not fit.")
 @click.option("--validation-data", type=click.Path(path_type=Path), metavar="FILE.npz",
               help="Real inputs for parity (default: seeded random inputs).")
 @click.option("--parity-samples", type=click.IntRange(1, 10_000), default=8, show_default=True,
@@ -194,7 +199,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
                calibration_samples: int | None, keep_float: str | None, eval_data: Path | None,
                max_accuracy_drop: float | None, jobs: int, threads: int, cache_dir: Path | None, no_cache: bool,
                report_path: Path | None, as_json: bool, allow_unverified: bool, force: bool,
-               debug: bool) -> None:
+               debug: bool, task: str | None) -> None:
     """Export MODEL to each --target with each --recipe, verify, and package."""
     from edge_export.load.tensors import parse_dynamic_spec, parse_input_spec
 
@@ -213,7 +218,7 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
             calibration_data=calibration_data, calibration_samples=calibration_samples,
             eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, jobs=jobs, debug=debug,
             threads=threads, keep_float=keep_float, allow_unverified=allow_unverified,
-            force=force, cache_dir=None if no_cache else cache_dir or default_cache_dir())
+            force=force, task=task, cache_dir=None if no_cache else cache_dir or default_cache_dir())
         report = run_export(opts)
         if report_path is not None:
             from edge_export.verify.report import write_report

@@ -32,6 +32,7 @@ from edge_export.load.adapt import (
     split_examples,
 )
 from edge_export.load.compression import Compression, prepare_compressed
+from edge_export.load.tasks import check_task, get_task, task_preprocessing
 from edge_export.load.tensors import DynamicDim, TensorSpec, with_dynamic_dims
 
 METADATA_ATTR = "edge_export_metadata"
@@ -53,6 +54,7 @@ class LoadedModel:
     # The user's own module when ``module`` computes differently (torchao weights dequantized
     # for the targets' schemes): parity compares every artifact with what the user handed over.
     user_module: torch.nn.Module | None = None
+    task: str | None = None  # --task, else metadata "task" (edge_export.load.tasks)
 
     @property
     def reference(self) -> torch.nn.Module:
@@ -60,8 +62,10 @@ class LoadedModel:
 
 
 def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: bool = False,
-               name: str | None = None, dynamic: dict[str, list[DynamicDim]] | None = None) -> LoadedModel:
-    """``dynamic``: the ``--dynamic`` declarations, which replace the metadata's ``dynamic_dims``."""
+               name: str | None = None, dynamic: dict[str, list[DynamicDim]] | None = None,
+               task: str | None = None) -> LoadedModel:
+    """``dynamic``: the ``--dynamic`` declarations, which replace the metadata's ``dynamic_dims``;
+    ``task``: ``--task``, which replaces the metadata's ``task`` and is refused if the outputs do not fit."""
     module, examples, default_name = _load_module(spec, trust_pickle)
     module, compression, reference = prepare_compressed(module)
     metadata = dict(getattr(module, METADATA_ATTR, {}) or {})
@@ -92,18 +96,26 @@ def load_model(spec: str, *, input_specs: list[TensorSpec] = (), trust_pickle: b
     input_names = list(keywords) or _input_names(module, len(examples), metadata, input_specs)
     specs = [TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
              for n, t in zip(input_names, examples, strict=True)]
+    final_names = list(metadata.get("output_names") or names)
+    preprocessing = dict(metadata.get("preprocessing") or {})
+    task = task or metadata.get("task")
+    if task:
+        chosen = get_task(task)
+        check_task(chosen, specs, list(zip(final_names, outputs, strict=False)))
+        preprocessing = task_preprocessing(chosen, specs, preprocessing)
     return LoadedModel(
         module=module,
         example_inputs=examples,
         inputs=with_dynamic_dims(specs, dynamic if dynamic else _declared_dynamic(metadata)),
-        output_names=list(metadata.get("output_names") or names),
+        output_names=final_names,
         name=name or metadata.get("name") or default_name,
         labels=metadata.get("labels"),
-        preprocessing=dict(metadata.get("preprocessing") or {}),
+        preprocessing=preprocessing,
         compression=compression,
         declared_kinds=dict(metadata.get("output_kinds") or {}),
         example_outputs=outputs,
         user_module=reference,
+        task=task or None,
     )
 
 

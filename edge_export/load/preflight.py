@@ -45,12 +45,14 @@ def inspect_model(spec: str, targets: list[str], input_specs: list[TensorSpec] =
         report["outputs"] = [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype)}
                              for n, o in zip(loaded.output_names, outputs, strict=True)]
         report["export"] = export_failure(exc, spec).one_line()
+        report["task"] = _task(loaded, ())
         report["targets"] = {}
         return report
     report["export"] = "ok"
+    kinds = output_kinds(program, loaded)
     report["outputs"] = [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "kind": k}
-                         for n, o, k in zip(loaded.output_names, outputs, output_kinds(program, loaded),
-                                            strict=True)]
+                         for n, o, k in zip(loaded.output_names, outputs, kinds, strict=True)]
+    report["task"] = _task(loaded, kinds)
     report["ops"] = dict(Counter(_op(n.target) for n in program.graph.nodes
                                  if n.op == "call_function").most_common())
     with toolchain_output(Path(os.devnull)):  # converters print progress and graphs
@@ -63,6 +65,19 @@ def inspect_model(spec: str, targets: list[str], input_specs: list[TensorSpec] =
         for target, found in report["targets"].items():
             found["ships_as"] = _ships_as(target, report["compression"])
     return report
+
+
+def _task(loaded: Any, kinds: tuple[str, ...]) -> dict[str, str]:
+    """The model's task: the one its metadata declares, else the guess of ``guess_task`` with
+    how sure it is and why, for ``export --task``."""
+    from edge_export.load.tasks import guess_task
+
+    if loaded.task:
+        return {"name": loaded.task, "source": "declared", "confidence": "high",
+                "why": "edge_export_metadata['task']"}
+    name, confidence, why = guess_task(loaded.inputs, list(zip(loaded.output_names, loaded.example_outputs,
+                                                               strict=True)), kinds)
+    return {"name": name, "source": "guess", "confidence": confidence, "why": why}
 
 
 def _ships_as(target: str, compression: dict[str, Any]) -> str:
