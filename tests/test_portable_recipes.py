@@ -17,7 +17,7 @@ from edge_export.quant.recipe import builtin_aliases, builtin_recipes
 
 from .conftest import DIGITS, run_cli
 
-TARGETS = ("android", "ios", "tflite")
+TARGETS = ("android", "ios", "tflite", "coreai")
 
 
 def resolved(recipes: tuple[str, ...], calibrated: bool = False, targets: tuple[str, ...] = ("all",)):
@@ -28,24 +28,24 @@ def resolved(recipes: tuple[str, ...], calibrated: bool = False, targets: tuple[
 def test_target_all_skips_the_targets_without_the_recipe():
     plan, skipped = resolved(("int8-dynamic",))
     assert plan == {("android", "int8-dynamic", None), ("tflite", "int8-dynamic", None)}
-    assert list(skipped) == ["ios"]
+    assert list(skipped) == ["ios", "coreai"]
     ios = skipped["ios"].to_json()
     assert ios["installed"] is True and ios["recipes"] == ["int8-dynamic"]
     assert ios["refused"].startswith("recipe 'int8-dynamic' is not supported on ios: Core ML has no dynamic")
 
     plan, skipped = resolved(("int8-weight",))
-    assert plan == {("ios", "int8-weight", None), ("tflite", "int8-weight", None)}
+    assert plan == {("ios", "int8-weight", None), ("tflite", "int8-weight", None), ("coreai", "int8-weight", None)}
     assert list(skipped) == ["android"]
 
 
 def test_one_line_per_skipped_target_naming_each_recipe_it_lacks():
     plan, skipped = resolved(("int8-dynamic", "8da4w", "fp32"))
-    assert ("ios", "fp32", None) in plan and len(skipped) == 1
-    assert skipped["ios"].recipes == ("int8-dynamic", "8da4w")
+    assert ("ios", "fp32", None) in plan and len(skipped) == 2
+    assert skipped["ios"].recipes == skipped["coreai"].recipes == ("int8-dynamic", "8da4w")
     assert "'int8-dynamic' is not supported" in skipped["ios"].reason
     assert "'8da4w' is not supported" in skipped["ios"].reason
     data = report_json(RunReport(skipped=list(skipped.values())))
-    assert [s["target"] for s in data["skipped"]] == ["ios"]
+    assert [s["target"] for s in data["skipped"]] == ["ios", "coreai"]
 
 
 @pytest.mark.parametrize("args", [
@@ -64,12 +64,13 @@ def test_int8_and_int4_resolve_to_each_targets_recipe():
     plan, skipped = resolved(("int8",))
     assert not skipped
     assert plan == {("android", "int8-dynamic", "int8"), ("ios", "int8-weight", "int8"),
-                    ("tflite", "int8-dynamic", "int8")}
+                    ("tflite", "int8-dynamic", "int8"), ("coreai", "int8-weight", "int8")}
     plan, _ = resolved(("int8",), calibrated=True)
     assert plan == {(t, "int8-static", "int8") for t in TARGETS}
     for calibrated in (False, True):
         plan, _ = resolved(("int4",), calibrated=calibrated)
-        assert plan == {("android", "8da4w", "int4"), ("ios", "int4-weight", "int4"), ("tflite", "8da4w", "int4")}
+        assert plan == {("android", "8da4w", "int4"), ("ios", "int4-weight", "int4"), ("tflite", "8da4w", "int4"),
+                        ("coreai", "int4-weight", "int4")}
 
 
 def test_a_portable_name_and_the_recipe_it_resolves_to_are_one_package():
@@ -110,7 +111,7 @@ def test_target_all_int8_gives_one_8bit_package_per_target(tmp_path):
             in " ".join(proc.stderr.split()))
     folder = tmp_path / "digits-0.1.0"
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [
-        "android-int8-dynamic", "ios-int8-weight", "tflite-int8-dynamic"]
+        "android-int8-dynamic", "coreai-int8-weight", "ios-int8-weight", "tflite-int8-dynamic"]
     for package in folder.iterdir():
         if package.is_dir():
             recipe = json.loads((package / "manifest.json").read_text())["recipe"]

@@ -45,7 +45,8 @@ def test_a_torchao_model_is_gated_on_the_users_module(tmp_path):
     for target, thresholds in (("android", TIGHT), ("ios", builtin_recipes("ios")["int4-weight"].parity.to_json())):
         path = Path(packages[target]["path"])
         parity = json.loads((path / "parity.json").read_text())["parity"]
-        assert parity["reference"] == "pytorch-user-quantized" and parity["thresholds"] == thresholds
+        recorded = {**parity["thresholds"], **{k: v["value"] for k, v in parity["not_applied"].items()}}
+        assert parity["reference"] == "pytorch-user-quantized" and recorded == thresholds
         assert parity["float"]["gated"] is False and parity["float"]["status"] == "reported"
         assert parity["float"]["reference"] == "pytorch-float"
         assert json.loads((path / "manifest.json").read_text())["parity"]["reference"] == "pytorch-user-quantized"
@@ -67,7 +68,7 @@ def test_quality_against_float_is_gated_when_a_recipe_asks(tmp_path):
     copy too: 60 dB is more than int8 activations leave (about 44 dB), so the run fails."""
     recipe = tmp_path / "mine.toml"
     recipe.write_text('name = "8da4w-goal"\ntarget = "android"\nsummary = "the user\'s 8da4w, float gated"\n'
-                      '[quantize]\nscheme = "torchao-8da4w"\nbits = 4\n[goal]\nsnr_db = 60.0\n'
+                      '[quantize]\nscheme = "torchao-8da4w"\nbits = 4\n[parity]\nsnr_db = 15.0\n[goal]\nsnr_db = 60.0\n'
                       '[carries]\n"torchao:8da4w" = "same"\n')
     code, data = export("torchao_8da4w", tmp_path / "out", "--target", "android", "--recipe", str(recipe))
     assert code == 1, data

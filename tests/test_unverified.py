@@ -138,7 +138,7 @@ def test_allow_unverified_publishes_it_marked_and_the_fast_path_says_the_same(re
     assert (hit["status"], hit["verified"], again["ok"]) == ("not-run", False, True)
     human = run_cli(*args, "--out", str(tmp_path / "warm"))
     assert human.returncode == EXIT_OK, human.stderr[-3000:]
-    assert "ios/fp32 published unverified" in " ".join(human.stderr.split())
+    assert "ios/fp32 published unverified" in " ".join(human.stdout.split())  # the last line, on stdout
 
     # The flag is part of the fast path's key: without it the same model is refused again.
     strict = run_cli("--model", WARP, "--target", "ios", "--cache-dir", str(cache), "--out", str(tmp_path / "strict"))

@@ -133,7 +133,7 @@ def cli() -> None:
               help="file.py:attr, package.module:attr, or a torch.export .pt2 file "
                    "(a pickled .pt module only with --trust-pickle).")
 @click.option("--target", "targets", multiple=True, required=True, metavar="TARGET",
-              help="android, ios, tflite or all; repeat for several.")
+              help="A registered target (edge-export doctor lists them) or all; repeat for several.")
 @click.option("--recipe", "recipes", multiple=True, default=("fp32",), show_default=True,
               metavar="NAME|FILE.toml", help="Quantization recipe (see `edge-export recipes`); "
               "repeat to build several variants.")

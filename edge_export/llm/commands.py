@@ -22,7 +22,7 @@ from edge_export.cli.main import EXIT_CODES_HELP, _check_package_id, _stdout_for
               help="A local transformers checkpoint directory (never downloaded) or module:attr "
                    "returning a causal LM (runs that code).")
 @click.option("--target", "targets", multiple=True, required=True, metavar="TARGET",
-              help="android, ios, tflite or all (every installed LLM target); repeat for several.")
+              help="A registered target with an LLM backend, or all (every installed one); repeat for several.")
 @click.option("--recipe", "recipes", multiple=True, default=("fp32",), show_default=True,
               metavar="fp32|fp16|8bit|4bit|4bit-emb|FILE.toml", help="LLM recipe (repeatable).")
 @click.option("--max-context", type=click.IntRange(2, 1 << 20), default=512, show_default=True,

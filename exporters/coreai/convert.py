@@ -55,8 +55,30 @@ def as_strided_as_gather(x: Any, size: Any, stride: Any, storage_offset: int | N
 
 
 def decompose(program: Any) -> Any:
-    """The program in the ATen subset coreai-torch lowers."""
-    return program.run_decompositions(decomposition_table())
+    """The program in the ATen subset coreai-torch lowers, every output its own value."""
+    return distinct_outputs(program.run_decompositions(decomposition_table()))
+
+
+def distinct_outputs(program: Any) -> Any:
+    """Give an output that repeats an earlier output's tensor (directly or through copies) a
+    clone of its own: coreai-torch names each distinct value once, so a tensor returned twice
+    leaves fewer live outputs than output names and the conversion stops."""
+    import torch
+
+    from edge_export.load.adapt import copied_from, replace_outputs, user_output_positions
+
+    graph = program.graph_module.graph
+    output = graph.output_node()
+    seen, replacements = set(), {}
+    for i in user_output_positions(program):
+        source = copied_from(output.args[0][i])
+        if source in seen:
+            with graph.inserting_before(output):
+                node = graph.call_function(torch.ops.aten.clone.default, (source,))
+            node.meta["val"] = source.meta.get("val")
+            replacements[i] = node
+        seen.add(source)
+    return replace_outputs(program, replacements)
 
 
 def to_program(program: Any, input_names: tuple[str, ...], output_names: tuple[str, ...],
