@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from edge_export.build import fastpath
-from edge_export.build.pipeline import ExportOptions, resolve_recipes
+from edge_export.build.pipeline import ExportOptions
+from edge_export.build.plan import resolve_recipes
 from edge_export.load.tensors import DynamicDim
 from tests.conftest import ROOT
 

@@ -10,7 +10,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from edge_export.build.pipeline import RunReport, plan_targets_and_recipes
+from edge_export.build.pipeline import RunReport
+from edge_export.build.plan import plan_targets_and_recipes
 from edge_export.cli.main import cli
 from edge_export.cli.summary import report_json
 from edge_export.quant.recipe import builtin_aliases, builtin_recipes

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_export.build.pipeline import PREQUANTIZED
+from edge_export.build.plan import PREQUANTIZED
 from edge_export.cli.main import cli
 from edge_export.quant.recipe import builtin_recipes, load_recipe_file
 

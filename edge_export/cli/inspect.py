@@ -20,7 +20,7 @@ def inspect_cmd(model: str, targets: tuple[str, ...], inputs: tuple[str, ...], t
                 as_json: bool, debug: bool) -> None:
     """Report MODEL's parameters, dtypes, sparsity, compression, input/output contract and,
     per target, the ops that will not convert or not be delegated — before any export."""
-    from edge_export.build.pipeline import resolve_targets
+    from edge_export.build.plan import resolve_targets
     from edge_export.cli.main import _stdout_for_json
     from edge_export.load.tensors import parse_input_spec
 

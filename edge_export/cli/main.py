@@ -208,7 +208,8 @@ def export_cmd(model: str, targets: tuple[str, ...], recipes: tuple[str, ...], o
     _check_package_id(name, pkg_version)
     with _stdout_for_json(as_json) as emit:
         from edge_export.build.cache import default_dir as default_cache_dir
-        from edge_export.build.pipeline import ExportOptions, plan_targets_and_recipes, run_export
+        from edge_export.build.pipeline import ExportOptions, run_export
+        from edge_export.build.plan import plan_targets_and_recipes
 
         plan_targets_and_recipes(targets, recipes, calibration_data is not None)  # usage errors, no heavy imports
         opts = ExportOptions(

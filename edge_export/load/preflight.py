@@ -83,7 +83,7 @@ def _task(loaded: Any, kinds: tuple[str, ...]) -> dict[str, str]:
 def _ships_as(target: str, compression: dict[str, Any]) -> str:
     """The recipe an export without ``--recipe`` gives this target for an already-quantized
     model, decided by the same rule the pipeline applies (``compose_with_compression``)."""
-    from edge_export.build.pipeline import FLOAT_RECIPE, compose_with_compression
+    from edge_export.build.plan import FLOAT_RECIPE, compose_with_compression
     from edge_export.errors import UsageError
     from edge_export.quant.recipe import builtin_recipes
 

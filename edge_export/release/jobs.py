@@ -192,7 +192,7 @@ def load_jobs(config: Path, version: str | None = None) -> tuple[str, list[Relea
 def _plan(targets: list[str], recipes: list[str], where: str) -> list[tuple[str, str, Any]]:
     """(recipe as given, target, Recipe): a shipped name applies to every target, a recipe
     file to its own target, which must be among the model's targets."""
-    from edge_export.build.pipeline import resolve_recipes
+    from edge_export.build.plan import resolve_recipes
     from edge_export.quant.recipe import is_recipe_file, load_recipe_file
 
     plan = []
@@ -218,7 +218,7 @@ def fingerprint_inputs(job: ReleaseJob, weights: str, source: str | None) -> dic
     ``allow_unverified`` is left out: it decides whether a package is taken, not its bytes."""
     from edge_export.build.cache import source_sha256
     from edge_export.build.exporter import get_exporter
-    from edge_export.build.pipeline import resolve_recipes
+    from edge_export.build.plan import resolve_recipes
 
     (_, recipe), = resolve_recipes([job.target], (job.recipe,))
     exporter = get_exporter(job.target)
