@@ -30,12 +30,12 @@ VAL = EXAMPLES / "data" / "digits_val.npz"
 WEIGHT_SHAPES = {(16, 3, 3, 1), (32, 3, 3, 16), (64, 512), (10, 64)}
 
 
-def unreachable_goal_recipe(folder: Path) -> Path:
-    text = (ROOT / "recipes" / "tflite" / "int8-static.toml").read_text()
+def unreachable_goal_recipe(folder: Path, target: str = "tflite") -> Path:
+    text = (ROOT / "recipes" / target / "int8-static.toml").read_text()
     assert 'keep_float = "auto"' in text and "\n[goal]\n" in text
     text = text.replace('name = "int8-static"', 'name = "int8-static-far-goal"')
     text = text[:text.index("\n[goal]\n")] + "\n[goal]\nsnr_db = 1000.0\n"
-    path = folder / "tflite-far-goal.toml"
+    path = folder / f"{target}-far-goal.toml"
     path.write_text(text)
     return path
 
@@ -196,3 +196,20 @@ def test_when_no_candidate_meets_the_goal_the_smallest_passing_one_ships(tmp_pat
     assert [a["passed"] for a in lowered] == [True, True], auto["attempts"]
     assert auto["goal_met"] is False and auto["chosen"] == []
     assert parity["artifact"]["sha256"] == lowered[0]["artifact_sha256"] == manifest["artifact"]["sha256"]
+
+
+@pytest.mark.slow
+def test_the_recipe_as_it_is_competes_when_its_reference_screened_it_out(tmp_path: Path) -> None:
+    """android's PT2E reference screens each candidate against the goal before lowering, so with an
+    unreachable goal only the every-layer-float candidate was lowered, and it shipped: a
+    float-sized "int8" package. The recipe as it is is lowered too, passes the gate and ships."""
+    _proc, data = export_json("--model", DIGITS, "--target", "android",
+                              "--recipe", str(unreachable_goal_recipe(tmp_path, "android")),
+                              "--calibration-data", str(CALIB), "--validation-data", str(VAL),
+                              "--out", str(tmp_path / "dist"), "--no-cache", "--jobs", "1")
+    pkg, parity, manifest = package(data, "android", "int8-static-far-goal")
+    auto = parity["layers"]["keep_float"]
+    assert auto["goal_met"] is False and auto["chosen"] == [], auto["attempts"]
+    lowered = {a["kept"]: a for a in auto["attempts"] if "artifact_sha256" in a}
+    assert lowered[0]["passed"] and parity["artifact"]["sha256"] == lowered[0]["artifact_sha256"]
+    assert manifest["artifact"]["sha256"] == lowered[0]["artifact_sha256"]

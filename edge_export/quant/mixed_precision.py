@@ -94,7 +94,8 @@ def build_auto(program: Any, recipe: Any, ctx: Any, selection: Any,
     """Quantize → (reference check) → lower → check with growing keep-float sets until one
     meets the recipe's ``[goal]`` (its ``[parity]`` gate when it has none); chooses that
     candidate, else the one with the fewest layers kept float among those that passed the gate
-    (else the last one lowered). A quantization recipe is asked for its size: when no candidate
+    (the recipe as it is lowered for that if its reference screened it out), else the last one
+    lowered. A quantization recipe is asked for its size: when no candidate
     reaches the goal, the extra float layers bought no goal, and taking the most of them would
     ship a float-sized "int8" model (EfficientNet-Lite0 on android reached every layer kept).
 
@@ -118,14 +119,16 @@ def build_auto(program: Any, recipe: Any, ctx: Any, selection: Any,
     order: list[str] = []  # the layers, most sensitive first (measured only when needed)
     record: dict[str, Any] = {}
     attempts: list[dict[str, Any]] = []
-    lowered: list[tuple[int, dict[str, Any], Any]] = []  # (k, check, handle) of every lowered candidate
+    lowered: list[tuple[int, dict[str, Any], Any, bool]] = []  # (k, check, handle, goal met) when lowered
 
-    def attempt(k: int) -> tuple[bool, dict[str, float]]:
+    def attempt(k: int, screen: bool = True) -> tuple[bool, dict[str, float]]:
         """Keep the k worst layers float; lowered unless its PyTorch reference (where one models
-        the artifact) already misses the goal. Every layer kept float is always lowered."""
+        the artifact, and ``screen``) already misses the goal. Every layer kept float is always
+        lowered."""
         concrete = with_keep_float(recipe, order[:k])
         prepared = quantize(concrete)
-        if reference_parity and getattr(prepared, "reference", None) is not None and (k < len(order) or not k):
+        if (screen and reference_parity and getattr(prepared, "reference", None) is not None
+                and (k < len(order) or not k)):
             checked = reference_parity(prepared)
             metrics = _worst_metrics(checked)
             ok = meets(checked, goal)
@@ -133,9 +136,9 @@ def build_auto(program: Any, recipe: Any, ctx: Any, selection: Any,
             if not ok:
                 return False, metrics
         parity, handle = lower_and_check(prepared, concrete)
-        lowered.append((k, parity, handle))
         metrics = _worst_metrics(parity)
         ok = parity["status"] != "failed" and meets(parity, goal)
+        lowered.append((k, parity, handle, ok))
         attempts.append({"kept": k, "checked_on": parity.get("runtime", "artifact"), **metrics,
                          "passed": parity["status"] != "failed", "goal_met": ok,
                          "artifact_sha256": (parity.get("artifact") or {}).get("sha256")})
@@ -157,11 +160,12 @@ def build_auto(program: Any, recipe: Any, ctx: Any, selection: Any,
                 met, _metrics = attempt(k)
                 if met:
                     break
-    if not lowered:  # the reference missed the goal and the model has no layer to keep float
-        concrete = with_keep_float(recipe, [])
-        lowered.append((0, *lower_and_check(quantize(concrete), concrete)))
-    passing = [c for c in lowered if c[1]["status"] != "failed"]
-    kept, checked, handle = lowered[-1] if met or not passing else passing[0]
+    if not met and all(k for k, *_ in lowered):
+        # No candidate met the goal and the recipe as it is was screened out on its PyTorch
+        # reference: lower it too, since the smallest candidate that passes the gate ships.
+        met, _metrics = attempt(0, screen=False)
+    chosen = ([c for c in lowered if c[3]] or [c for c in lowered if c[1]["status"] != "failed"] or lowered[-1:])
+    kept, checked, handle, _ = min(chosen, key=lambda c: c[0])
     record["keep_float"] = {"mode": AUTO, "chosen": order[:kept], "of_layers": len(order) or None,
                             "goal": goal.to_json(), "goal_met": met,
                             "selection": {**selection.describe(), **_worst_metrics(checked),
