@@ -145,3 +145,22 @@ def replace_outputs(program: Any, replacements: dict[int, torch.fx.Node]) -> Any
     graph.lint()
     program.graph_module.recompile()
     return program
+
+
+def give_outputs_own_values(program: Any, copy_op: Any, inputs_too: bool) -> Any:
+    """``program`` with every output that repeats an earlier output's tensor (directly or
+    through copies), and with ``inputs_too`` every output that is a graph input, computed by a
+    ``copy_op`` node of its own: converters that name each value once would otherwise merge
+    those outputs or lose their names. Each backend passes the copy its converter keeps."""
+    graph = program.graph_module.graph
+    output = graph.output_node()
+    seen, replacements = set(), {}
+    for i in user_output_positions(program):
+        source = copied_from(output.args[0][i])
+        if source in seen or (inputs_too and source.op == "placeholder"):
+            with graph.inserting_before(output):
+                node = graph.call_function(copy_op, (source,))
+            node.meta["val"] = source.meta.get("val")
+            replacements[i] = node
+        seen.add(source)
+    return replace_outputs(program, replacements)

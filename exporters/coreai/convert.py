@@ -65,20 +65,9 @@ def distinct_outputs(program: Any) -> Any:
     leaves fewer live outputs than output names and the conversion stops."""
     import torch
 
-    from edge_export.load.adapt import copied_from, replace_outputs, user_output_positions
+    from edge_export.load.adapt import give_outputs_own_values
 
-    graph = program.graph_module.graph
-    output = graph.output_node()
-    seen, replacements = set(), {}
-    for i in user_output_positions(program):
-        source = copied_from(output.args[0][i])
-        if source in seen:
-            with graph.inserting_before(output):
-                node = graph.call_function(torch.ops.aten.clone.default, (source,))
-            node.meta["val"] = source.meta.get("val")
-            replacements[i] = node
-        seen.add(source)
-    return replace_outputs(program, replacements)
+    return give_outputs_own_values(program, torch.ops.aten.clone.default, inputs_too=False)
 
 
 def to_program(program: Any, input_names: tuple[str, ...], output_names: tuple[str, ...],

@@ -80,20 +80,9 @@ def materialise_outputs(program: Any) -> Any:
     ("Main block's input name, 'x', is different from its corresponding var's name"), and a
     tensor returned twice ends up with the last name at both positions (the first name lost).
     A MIL ``identity`` at a block output is never eliminated, so each output keeps its name."""
-    from edge_export.load.adapt import copied_from, replace_outputs, user_output_positions
+    from edge_export.load.adapt import give_outputs_own_values
 
-    graph = program.graph_module.graph
-    output = graph.output_node()
-    copy, seen, replacements = output_copy_op(), set(), {}
-    for i in user_output_positions(program):
-        source = copied_from(output.args[0][i])
-        if source.op == "placeholder" or source in seen:
-            with graph.inserting_before(output):
-                node = graph.call_function(copy, (source,))
-            node.meta["val"] = source.meta.get("val")
-            replacements[i] = node
-        seen.add(source)
-    return replace_outputs(program, replacements)
+    return give_outputs_own_values(program, output_copy_op(), inputs_too=True)
 
 
 def decompose_for_coreml(program: Any) -> Any:
